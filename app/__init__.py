@@ -1,0 +1,1 @@
+"""The Flower apps: ServerApp, ClientApp, config parsing and the results recorder."""

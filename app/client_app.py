@@ -1,0 +1,74 @@
+"""ClientApp: loads this node's partition and runs the task's train / evaluate.
+
+Everything it needs arrives in the message's ConfigRecord (the server parsed
+the run config once); the partition comes from the node config.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from app.config import ClientSettings
+from app.records import ARRAYS, CONFIG, METRICS, MOMENTS, MOMENTS_ACTION, NUM_EXAMPLES
+from tasks import ClientData, Task, get_task
+from tasks.tabular import TabularTask
+
+app = ClientApp()
+
+
+def _partition(context: Context) -> tuple[int, int]:
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as e:
+        raise ValueError(
+            f"node config lacks {e}; start the SuperNode with "
+            "--node-config 'partition-id=<i> num-partitions=<n>'"
+        ) from e
+
+
+def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, ClientData]:
+    partition_id, num_partitions = _partition(context)
+    settings = ClientSettings.from_message_config(msg.content[CONFIG], partition_id=partition_id)
+    task = get_task(settings.task)
+    return task, settings, task.load_partition(partition_id, num_partitions, settings.spec)
+
+
+def _model(task: Task, msg: Message) -> nn.Module:
+    model = task.build_model()
+    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+    return model
+
+
+def _reply(msg: Message, metrics: dict[str, float], num_examples: int, **records) -> Message:  # type: ignore[no-untyped-def]
+    content = RecordDict({**records, METRICS: MetricRecord({**metrics, NUM_EXAMPLES: num_examples})})
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on the local training split."""
+    task, settings, data = _setup(msg, context)
+    model = _model(task, msg)
+    metrics = task.train(model, data.train, settings.train)
+    return _reply(msg, metrics, len(data.train), **{ARRAYS: ArrayRecord(model.state_dict())})
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received global model on the local validation split."""
+    task, _, data = _setup(msg, context)
+    metrics = task.evaluate(_model(task, msg), data.val)
+    return _reply(msg, {k: metrics[k] for k in task.metric_names}, len(data.val))
+
+
+@app.query(MOMENTS_ACTION)
+def feature_moments(msg: Message, context: Context) -> Message:
+    """Moments of the local training split's features, for federated standardization."""
+    task, _, data = _setup(msg, context)
+    if not isinstance(task, TabularTask):
+        raise ValueError(f"task {task.name!r} does not standardize features")
+    m = task.feature_moments(data.train)
+    arrays = ArrayRecord({"total": Array(m.total), "total-sq": Array(m.total_sq)})
+    return _reply(msg, {}, m.count, **{MOMENTS: arrays})

@@ -1,0 +1,142 @@
+"""Run config parsed once into frozen dataclasses whose errors name the key.
+
+The ServerApp parses the whole run config; clients get what they need in each
+message's ConfigRecord (``ClientSettings``), so one source of truth drives both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from data.partition import PARTITIONERS, PartitionSpec
+from strategies import STRATEGIES
+from tasks import TASK_NAMES
+from tasks.base import TrainSettings
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type or out of range."""
+
+
+def _get(cfg: Mapping[str, Any], key: str, kind: type) -> Any:
+    if key not in cfg:
+        raise ConfigError(f"run-config key '{key}' is missing (declare it in pyproject.toml)")
+    value = cfg[key]
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(
+            f"run-config key '{key}' must be a {kind.__name__}, got {value!r}"
+        )
+    return value
+
+
+def _check(key: str, value: Any, ok: bool, allowed: str) -> Any:
+    if not ok:
+        raise ConfigError(f"run-config key '{key}' = {value!r} is invalid; allowed: {allowed}")
+    return value
+
+
+def _choice(cfg: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = _get(cfg, key, str)
+    return _check(key, value, value in choices, " | ".join(choices))
+
+
+def _number(
+    cfg: Mapping[str, Any], key: str, kind: type, ok: Callable[[Any], bool], allowed: str
+) -> Any:
+    value = _get(cfg, key, kind)
+    return _check(key, value, ok(value), allowed)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The validated run config of one run (keys in README's run-config table)."""
+
+    task: str
+    num_server_rounds: int
+    fraction_train: float
+    fraction_evaluate: float
+    min_clients: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    strategy: str
+    proximal_mu: float
+    partitioner: str
+    dirichlet_alpha: float
+    val_fraction: float
+    seed: int
+    output_dir: str
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
+        positive_int = (lambda v: v >= 1, "an integer >= 1")
+        return cls(
+            task=_choice(cfg, "task", TASK_NAMES),
+            num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
+            fraction_train=_number(cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"),
+            fraction_evaluate=_number(
+                cfg, "fraction-evaluate", float, lambda v: 0 <= v <= 1, "0 <= x <= 1"
+            ),
+            min_clients=_number(cfg, "min-clients", int, lambda v: v >= 1, "an integer >= 1"),
+            local_epochs=_number(cfg, "local-epochs", int, *positive_int),
+            batch_size=_number(cfg, "batch-size", int, *positive_int),
+            learning_rate=_number(cfg, "learning-rate", float, lambda v: v > 0, "a float > 0"),
+            strategy=_choice(cfg, "strategy", STRATEGIES),
+            proximal_mu=_number(cfg, "proximal-mu", float, lambda v: v >= 0, "a float >= 0"),
+            partitioner=_choice(cfg, "partitioner", PARTITIONERS),
+            dirichlet_alpha=_number(cfg, "dirichlet-alpha", float, lambda v: v > 0, "a float > 0"),
+            val_fraction=_number(cfg, "val-fraction", float, lambda v: 0 < v < 1, "0 < x < 1"),
+            seed=_number(cfg, "seed", int, lambda v: v >= 0, "an integer >= 0"),
+            output_dir=_number(cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"),
+        )
+
+    def client_config(self) -> dict[str, Any]:
+        """What every client needs to find its data and train, sent in each message."""
+        return {
+            "task": self.task,
+            "partitioner": self.partitioner,
+            "dirichlet-alpha": self.dirichlet_alpha,
+            "val-fraction": self.val_fraction,
+            "seed": self.seed,
+            "local-epochs": self.local_epochs,
+            "batch-size": self.batch_size,
+            "learning-rate": self.learning_rate,
+        }
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """A client's view of one message's config: its task, data and training settings."""
+
+    task: str
+    spec: PartitionSpec
+    train: TrainSettings
+
+    @classmethod
+    def from_message_config(
+        cls, cfg: Mapping[str, Any], *, partition_id: int
+    ) -> ClientSettings:
+        seed = int(cfg["seed"])
+        server_round = int(cfg.get("server-round", 0))
+        return cls(
+            task=str(cfg["task"]),
+            spec=PartitionSpec(
+                partitioner=str(cfg["partitioner"]),
+                alpha=float(cfg["dirichlet-alpha"]),
+                seed=seed,
+                val_fraction=float(cfg["val-fraction"]),
+            ),
+            train=TrainSettings(
+                epochs=int(cfg["local-epochs"]),
+                batch_size=int(cfg["batch-size"]),
+                lr=float(cfg["learning-rate"]),
+                proximal_mu=float(cfg.get("proximal-mu", 0.0)),
+                # Distinct, reproducible shuffling per run, round and client.
+                seed=seed * 1_000_003 + server_round * 1_009 + partition_id,
+            ),
+        )

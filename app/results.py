@@ -1,0 +1,157 @@
+"""results.json and plots: one well-defined place for everything a run measured.
+
+The recorder rewrites results.json atomically after every round, so a crash
+never loses rounds already finished. Plots are drawn from the file's content
+only, so a notebook can redraw them from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from app.metering import MeteredGrid
+
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts, so figures can be compared honestly."""
+    versions = {}
+    for pkg in ("flwr", "torch", "numpy", "scikit-learn", "tenseal", "opacus", "phe"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu-count": os.cpu_count(),
+        "packages": versions,
+    }
+
+
+def new_run_dir(output_dir: str | Path, run_id: int) -> Path:
+    """A fresh sub-directory per run: ``<output-dir>/<timestamp>-run<id>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(output_dir).expanduser().resolve() / f"{stamp}-run{run_id}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float))
+    os.replace(tmp, path)
+
+
+def _plain(record: MetricRecord | None) -> dict[str, Any] | None:
+    return None if record is None else {k: v for k, v in record.items()}
+
+
+class RunRecorder:
+    """Collects per-round metrics, timings and traffic, and keeps results.json current."""
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], grid: MeteredGrid) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "results.json"
+        self.grid = grid
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "config": dict(config),
+            "setup": {},
+            "rounds": [],
+            "final": {},
+            "environment": environment(),
+        }
+        self._client: dict[str, dict[str, Any] | None] = {"train": None, "evaluate": None}
+        self._tick = time.perf_counter()
+        write_json(self.path, self.data)
+
+    def metrics_aggr(self, phase: str, fn: MetricsAggrFn) -> MetricsAggrFn:
+        """Wrap a strategy's metric aggregation to record its output for this round."""
+
+        def aggregate(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+            out = fn(contents, weighted_by_key)
+            self._client[phase] = {**(_plain(out) or {}), "num-replies": len(contents)}
+            return out
+
+        return aggregate
+
+    def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
+        """Wrap centralized evaluation; each call closes a round (0 = before training)."""
+
+        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            metrics = central(server_round, arrays) if central is not None else None
+            self._close_round(server_round, _plain(metrics))
+            return metrics
+
+        return evaluate
+
+    def _close_round(self, server_round: int, server: dict[str, Any] | None) -> None:
+        now = time.perf_counter()
+        entry = {
+            "round": server_round,
+            "server": server,
+            "train": self._client["train"],
+            "evaluate": self._client["evaluate"],
+            "seconds": now - self._tick,
+            **self.grid.take().as_dict(),
+        }
+        self._tick = now
+        self._client = {"train": None, "evaluate": None}
+        if server_round == 0:
+            self.data["setup"] = entry
+        else:
+            self.data["rounds"].append(entry)
+            self.data["final"] = server or entry["evaluate"] or {}
+        write_json(self.path, self.data)
+
+    def finish(self, status: str = "completed", error: str | None = None) -> Path:
+        """Mark the run finished (or failed), write the file and the plot."""
+        self.data["status"] = status
+        if error is not None:
+            self.data["error"] = error
+        write_json(self.path, self.data)
+        if self.data["rounds"]:
+            plot_rounds(self.data, self.run_dir / "metrics.png")
+        return self.path
+
+
+def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
+    """Accuracy and loss per round, server-side and federated, from results.json content."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = results["rounds"]
+    xs = [r["round"] for r in rounds]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for source, label in (("server", "server (held-out test)"), ("evaluate", "clients (local val)")):
+            ys = [(r.get(source) or {}).get(metric) for r in rounds]
+            if any(y is not None for y in ys):
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], marker=".", label=label)
+        ax.set_xlabel("round")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    task = results.get("config", {}).get("task", "")
+    strategy = results.get("config", {}).get("strategy", "")
+    fig.suptitle(f"{task} / {strategy}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Data loaders, partitioners and preprocessing (no Flower, HE or DP here)."""

@@ -1,0 +1,43 @@
+"""Build a Flower strategy from its run-config name.
+
+Plain FedAvg and FedProx are Flower's own; FedProx only adds ``proximal-mu`` to
+the train config and the client adds the proximal term to its loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+STRATEGIES = ("fedavg", "fedprox")
+
+MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
+
+
+def make_strategy(
+    name: str,
+    *,
+    fraction_train: float,
+    fraction_evaluate: float,
+    min_nodes: int,
+    proximal_mu: float = 0.0,
+    train_metrics_aggr_fn: MetricsAggrFn | None = None,
+    evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+) -> FedAvg:
+    """The strategy called ``name`` (one of ``STRATEGIES``)."""
+    common = dict(
+        fraction_train=fraction_train,
+        fraction_evaluate=fraction_evaluate,
+        min_train_nodes=min_nodes,
+        min_evaluate_nodes=min_nodes if fraction_evaluate > 0 else 0,
+        min_available_nodes=min_nodes,
+        train_metrics_aggr_fn=train_metrics_aggr_fn,
+        evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+    )
+    if name == "fedavg":
+        return FedAvg(**common)
+    if name == "fedprox":
+        return FedProx(proximal_mu=proximal_mu, **common)
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")

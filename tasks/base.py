@@ -1,0 +1,62 @@
+"""The small surface every task offers to the apps: model, data, train, evaluate."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from data.partition import PartitionSpec
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local data: what it trains on and what it validates on."""
+
+    train: Dataset
+    val: Dataset
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local-training hyperparameters sent by the server each round."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+class Task(ABC):
+    """A learning problem: knows nothing about Flower, HE or DP.
+
+    ``metric_names`` are the metrics ``evaluate`` always returns (clients report
+    these); ``evaluate`` may add more when they are defined (e.g. ROC-AUC needs
+    both classes).
+    """
+
+    name: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]
+    @abstractmethod
+    def build_model(self) -> nn.Module: ...
+
+    @abstractmethod
+    def num_train_samples(self) -> int: ...
+
+    @abstractmethod
+    def load_partition(
+        self, partition_id: int, num_partitions: int, spec: PartitionSpec
+    ) -> ClientData: ...
+
+    @abstractmethod
+    def load_test(self) -> Dataset: ...
+
+    @abstractmethod
+    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]: ...
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]: ...

@@ -1,0 +1,82 @@
+"""Breast-cancer diagnosis: logistic regression (30 features -> 1 logit) on WDBC."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from torch import nn
+from torch.utils.data import Dataset
+
+from data.partition import holdout_split
+from data.wdbc import load_wdbc
+from tasks.base import TrainSettings
+from tasks.tabular import Standardize, TabularTask
+from tasks.training import predict, train_epochs
+
+NUM_FEATURES = 30
+
+
+class LogisticRegression(nn.Module):
+    def __init__(self, num_features: int = NUM_FEATURES) -> None:
+        super().__init__()
+        self.standardize = Standardize(num_features)
+        self.linear = nn.Linear(num_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.standardize(x)).squeeze(-1)
+
+
+def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+
+
+def binary_metrics(logits: np.ndarray, labels: np.ndarray, loss: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 at threshold 0.5; ROC-AUC when both classes occur."""
+    pred = (logits >= 0.0).astype(np.int64)
+    out = {
+        "loss": float(loss),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "precision": float(precision_score(labels, pred, zero_division=0)),
+        "recall": float(recall_score(labels, pred, zero_division=0)),
+        "f1": float(f1_score(labels, pred, zero_division=0)),
+    }
+    if len(np.unique(labels)) == 2:
+        out["roc-auc"] = float(roc_auc_score(labels, logits))
+    return out
+
+
+class BreastCancer(TabularTask):
+    """WDBC with a fixed stratified held-out test split (independent of the run seed)."""
+
+    name = "breast-cancer"
+    metric_names = ("loss", "accuracy", "precision", "recall", "f1")
+
+    def __init__(self, *, test_fraction: float = 0.2, split_seed: int = 42) -> None:
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        x, y = load_wdbc()
+        train, test = holdout_split(y, test_fraction=self.test_fraction, seed=self.split_seed)
+        return x[train], y[train], x[test], y[test]
+
+    def build_model(self) -> nn.Module:
+        return LogisticRegression()
+
+    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
+        loss = train_epochs(
+            model,
+            data,
+            _bce,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            proximal_mu=settings.proximal_mu,
+            seed=settings.seed,
+        )
+        return {"train-loss": loss}
+
+    def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]:
+        logits, labels, loss = predict(model, data, _bce)
+        return binary_metrics(logits, labels, loss)
