@@ -41,8 +41,14 @@ def _model(task: Task, msg: Message) -> nn.Module:
     return model
 
 
-def _reply(msg: Message, metrics: dict[str, float], num_examples: int, **records) -> Message:  # type: ignore[no-untyped-def]
-    content = RecordDict({**records, METRICS: MetricRecord({**metrics, NUM_EXAMPLES: num_examples})})
+def _reply(
+    msg: Message,
+    metrics: dict[str, float],
+    num_examples: int,
+    arrays: dict[str, ArrayRecord] | None = None,
+) -> Message:
+    metric_record = MetricRecord({**metrics, NUM_EXAMPLES: num_examples})
+    content = RecordDict({**(arrays or {}), METRICS: metric_record})
     return Message(content=content, reply_to=msg)
 
 
@@ -52,7 +58,7 @@ def train(msg: Message, context: Context) -> Message:
     task, settings, data = _setup(msg, context)
     model = _model(task, msg)
     metrics = task.train(model, data.train, settings.train)
-    return _reply(msg, metrics, len(data.train), **{ARRAYS: ArrayRecord(model.state_dict())})
+    return _reply(msg, metrics, len(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
 
 
 @app.evaluate()
@@ -71,4 +77,4 @@ def feature_moments(msg: Message, context: Context) -> Message:
         raise ValueError(f"task {task.name!r} does not standardize features")
     m = task.feature_moments(data.train)
     arrays = ArrayRecord({"total": Array(m.total), "total-sq": Array(m.total_sq)})
-    return _reply(msg, {}, m.count, **{MOMENTS: arrays})
+    return _reply(msg, {}, m.count, {MOMENTS: arrays})

@@ -20,6 +20,9 @@ class ConfigError(ValueError):
     """A run-config value is missing, of the wrong type or out of range."""
 
 
+_KIND_NAMES = {int: "an integer", float: "a float", str: "a string", bool: "true or false"}
+
+
 def _get(cfg: Mapping[str, Any], key: str, kind: type) -> Any:
     if key not in cfg:
         raise ConfigError(f"run-config key '{key}' is missing (declare it in pyproject.toml)")
@@ -28,9 +31,7 @@ def _get(cfg: Mapping[str, Any], key: str, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(
-            f"run-config key '{key}' must be a {kind.__name__}, got {value!r}"
-        )
+        raise ConfigError(f"run-config key '{key}' must be {_KIND_NAMES[kind]}, got {value!r}")
     return value
 
 
@@ -78,7 +79,9 @@ class AppConfig:
         return cls(
             task=_choice(cfg, "task", TASK_NAMES),
             num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
-            fraction_train=_number(cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"),
+            fraction_train=_number(
+                cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"
+            ),
             fraction_evaluate=_number(
                 cfg, "fraction-evaluate", float, lambda v: 0 <= v <= 1, "0 <= x <= 1"
             ),
@@ -92,7 +95,9 @@ class AppConfig:
             dirichlet_alpha=_number(cfg, "dirichlet-alpha", float, lambda v: v > 0, "a float > 0"),
             val_fraction=_number(cfg, "val-fraction", float, lambda v: 0 < v < 1, "0 < x < 1"),
             seed=_number(cfg, "seed", int, lambda v: v >= 0, "an integer >= 0"),
-            output_dir=_number(cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"),
+            output_dir=_number(
+                cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
+            ),
         )
 
     def client_config(self) -> dict[str, Any]:
@@ -118,9 +123,7 @@ class ClientSettings:
     train: TrainSettings
 
     @classmethod
-    def from_message_config(
-        cls, cfg: Mapping[str, Any], *, partition_id: int
-    ) -> ClientSettings:
+    def from_message_config(cls, cfg: Mapping[str, Any], *, partition_id: int) -> ClientSettings:
         seed = int(cfg["seed"])
         server_round = int(cfg.get("server-round", 0))
         return cls(

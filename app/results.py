@@ -76,6 +76,7 @@ class RunRecorder:
             "environment": environment(),
         }
         self._client: dict[str, dict[str, Any] | None] = {"train": None, "evaluate": None}
+        self._rejected: list[dict[str, Any]] = []
         self._tick = time.perf_counter()
         write_json(self.path, self.data)
 
@@ -88,6 +89,10 @@ class RunRecorder:
             return out
 
         return aggregate
+
+    def reject(self, node_id: int, reason: str) -> None:
+        """Record a reply the strategy refused to aggregate in this round."""
+        self._rejected.append({"node-id": node_id, "reason": f"rejected: {reason}"})
 
     def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
         """Wrap centralized evaluation; each call closes a round (0 = before training)."""
@@ -109,8 +114,10 @@ class RunRecorder:
             "seconds": now - self._tick,
             **self.grid.take().as_dict(),
         }
+        entry["failures"] = entry["failures"] + self._rejected
         self._tick = now
         self._client = {"train": None, "evaluate": None}
+        self._rejected = []
         if server_round == 0:
             self.data["setup"] = entry
         else:
@@ -139,8 +146,11 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
     rounds = results["rounds"]
     xs = [r["round"] for r in rounds]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        for source, label in (("server", "server (held-out test)"), ("evaluate", "clients (local val)")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for source, label in (
+            ("server", "server (held-out test)"),
+            ("evaluate", "clients (local val)"),
+        ):
             ys = [(r.get(source) or {}).get(metric) for r in rounds]
             if any(y is not None for y in ys):
                 ax.plot(xs, [float("nan") if y is None else y for y in ys], marker=".", label=label)

@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -45,7 +53,13 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     _seed_everything(cfg.seed)
     metered = MeteredGrid(grid)
     recorder = RunRecorder(new_run_dir(cfg.output_dir, run_id), run_config, metered)
-    log(INFO, "run_server: task=%s strategy=%s, results in %s", cfg.task, cfg.strategy, recorder.run_dir)
+    log(
+        INFO,
+        "run_server: task=%s strategy=%s, results in %s",
+        cfg.task,
+        cfg.strategy,
+        recorder.run_dir,
+    )
     try:
         num_nodes = _wait_for_nodes(metered, cfg.min_clients)
         _check_capacity(task, num_nodes)
@@ -60,6 +74,7 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
             proximal_mu=cfg.proximal_mu,
             train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
             evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
+            on_reject=recorder.reject,
         )
         strategy.start(
             grid=metered,
@@ -74,7 +89,11 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
         raise
     path = recorder.finish()
     final = recorder.data["final"]
-    log(INFO, "run_server: final %s", {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    log(
+        INFO,
+        "run_server: final %s",
+        {k: round(v, 4) for k, v in final.items() if isinstance(v, float)},
+    )
     log(INFO, "run_server: results written to %s", path)
     return path
 
@@ -117,7 +136,12 @@ def collect_moments(grid: Grid, cfg: AppConfig) -> Moments:
     parts = []
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
-            log(WARNING, "collect_moments: node %d failed: %s", reply.metadata.src_node_id, reply.error.reason)
+            log(
+                WARNING,
+                "collect_moments: node %d failed: %s",
+                reply.metadata.src_node_id,
+                reply.error.reason,
+            )
             continue
         arrays = reply.content[MOMENTS]
         parts.append(

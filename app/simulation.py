@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
+from flwr.clientapp import ClientApp
 from flwr.common.config import flatten_dict
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
@@ -42,8 +43,12 @@ def simulate(
     *,
     num_supernodes: int = 10,
     num_cpus_per_client: float = 1.0,
+    clients: ClientApp = client_app,
 ) -> dict[str, Any]:
-    """Run one simulated job and return its results.json content (with its path)."""
+    """Run one simulated job and return its results.json content (with its path).
+
+    ``clients`` replaces the ClientApp, e.g. one wrapped in extra mods for experiments.
+    """
     run_config = resolve_run_config(overrides)
     out: dict[str, Path] = {}
     server = ServerApp()
@@ -54,7 +59,7 @@ def simulate(
 
     run_simulation(
         server_app=server,
-        client_app=client_app,
+        client_app=clients,
         num_supernodes=num_supernodes,
         backend_config={
             "client_resources": {"num_cpus": num_cpus_per_client, "num_gpus": 0.0},

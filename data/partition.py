@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 PARTITIONERS = ("iid", "dirichlet")
 
@@ -45,7 +45,10 @@ def partition_indices(
     if partitioner == "iid":
         part = IidPartitioner(num_partitions=num_partitions)
         part.dataset = table.shuffle(seed=seed)
-    else:
+        return _load_all(part, num_partitions)
+    # flwr-datasets resamples 10 times when a partition comes out too small;
+    # strong skew (small alpha, many clients) may need fresh seeds beyond that.
+    for attempt in range(_DIRICHLET_SEEDS):
         part = DirichletPartitioner(
             num_partitions=num_partitions,
             partition_by="label",
@@ -53,9 +56,23 @@ def partition_indices(
             min_partition_size=2,  # one sample to train on, one to validate on
             self_balancing=False,
             shuffle=True,
-            seed=seed,
+            seed=seed + attempt * 7919,
         )
         part.dataset = table
+        try:
+            return _load_all(part, num_partitions)
+        except ValueError:
+            continue
+    raise ValueError(
+        f"Dirichlet(alpha={alpha}) could not give each of {num_partitions} clients at "
+        f"least 2 of {n} samples; raise dirichlet-alpha or use fewer clients"
+    )
+
+
+_DIRICHLET_SEEDS = 20
+
+
+def _load_all(part: Partitioner, num_partitions: int) -> list[np.ndarray]:
     with warnings.catch_warnings():
         # The Dirichlet partitioner warns on each resample; resampling is expected.
         warnings.simplefilter("ignore", UserWarning)
@@ -90,9 +107,7 @@ def holdout_split(
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    train, test = train_test_split(
-        idx, test_size=test_fraction, stratify=labels, random_state=seed
-    )
+    train, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(test)
 
 
@@ -119,8 +134,6 @@ class PartitionSpec:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Indices of this client's local train and validation samples."""
         if not 0 <= partition_id < num_partitions:
-            raise ValueError(
-                f"partition-id must be in [0, {num_partitions}), got {partition_id}"
-            )
+            raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
         mine = self.split(labels, num_partitions)[partition_id]
         return train_val_split(mine, val_fraction=self.val_fraction, seed=self.seed + partition_id)

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from strategies.validation import RejectFn, ReplyValidation
+
 STRATEGIES = ("fedavg", "fedprox")
+
+
+class ValidatedFedAvg(ReplyValidation, FedAvg):
+    """Flower's FedAvg that drops malformed replies instead of stopping the run."""
+
+
+class ValidatedFedProx(ReplyValidation, FedProx):
+    """Flower's FedProx that drops malformed replies instead of stopping the run."""
+
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
@@ -25,6 +36,7 @@ def make_strategy(
     proximal_mu: float = 0.0,
     train_metrics_aggr_fn: MetricsAggrFn | None = None,
     evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+    on_reject: RejectFn | None = None,
 ) -> FedAvg:
     """The strategy called ``name`` (one of ``STRATEGIES``)."""
     common = dict(
@@ -35,9 +47,10 @@ def make_strategy(
         min_available_nodes=min_nodes,
         train_metrics_aggr_fn=train_metrics_aggr_fn,
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+        on_reject=on_reject,
     )
     if name == "fedavg":
-        return FedAvg(**common)
+        return ValidatedFedAvg(**common)
     if name == "fedprox":
-        return FedProx(proximal_mu=proximal_mu, **common)
+        return ValidatedFedProx(proximal_mu=proximal_mu, **common)
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")

@@ -41,6 +41,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
+
     @abstractmethod
     def build_model(self) -> nn.Module: ...
 
@@ -56,7 +57,9 @@ class Task(ABC):
     def load_test(self) -> Dataset: ...
 
     @abstractmethod
-    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]: ...
+    def train(
+        self, model: nn.Module, data: Dataset, settings: TrainSettings
+    ) -> dict[str, float]: ...
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]: ...

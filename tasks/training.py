@@ -12,9 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def proximal_term(
-    model: nn.Module, global_params: list[torch.Tensor], mu: float
-) -> torch.Tensor:
+def proximal_term(model: nn.Module, global_params: list[torch.Tensor], mu: float) -> torch.Tensor:
     """FedProx's mu/2 * ||w - w_global||^2 over trainable parameters.
 
     Squared norm, as in Li et al. (2020), so its gradient is mu * (w - w_global).

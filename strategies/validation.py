@@ -1,0 +1,111 @@
+"""Reject malformed client replies before aggregation, so one bad client never ends a round.
+
+Flower's FedAvg raises on inconsistent replies, which would stop the run; here
+each reply is checked against the global model that was sent, and a bad one is
+dropped with a reason naming the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from logging import WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+
+Signature = dict[str, tuple[tuple[int, ...], str]]
+RejectFn = Callable[[int, str], None]
+
+
+def array_signature(arrays: ArrayRecord) -> Signature:
+    """Key -> (shape, dtype) of every array in a record."""
+    return {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+
+
+def reply_problem(
+    content: RecordDict, *, weight_key: str, arrays_key: str | None, expected: Signature | None
+) -> str | None:
+    """Why a reply cannot be aggregated, or None if it can.
+
+    ``arrays_key`` None checks the metrics only (evaluate replies).
+    """
+    metrics = list(content.metric_records.values())
+    if len(metrics) != 1:
+        return f"expected one MetricRecord, got {len(metrics)}"
+    weight = metrics[0].get(weight_key)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+        return f"'{weight_key}' must be a positive integer, got {weight!r}"
+    if arrays_key is None:
+        return None
+    if arrays_key not in content.array_records or len(content.array_records) != 1:
+        return f"expected exactly one ArrayRecord under '{arrays_key}'"
+    record = content.array_records[arrays_key]
+    got = array_signature(record)
+    if expected is not None and got != expected:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        return (
+            "arrays do not match the global model "
+            f"(missing {missing}, extra {extra}, shape/dtype {wrong})"
+        )
+    for key, array in record.items():
+        if not np.all(np.isfinite(array.numpy())):
+            return f"array '{key}' holds NaN or infinite values"
+    return None
+
+
+class ReplyValidation:
+    """Mixin for Flower's FedAvg family: drops malformed replies and reports them.
+
+    Put it before the Flower strategy in the bases: ``class X(ReplyValidation, FedAvg)``.
+    """
+
+    weighted_by_key: str
+    arrayrecord_key: str
+
+    def __init__(self, *args: object, on_reject: RejectFn | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.on_reject = on_reject
+        self._expected: Signature | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._expected = array_signature(arrays)
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+
+    def _accepted(self, replies: Iterable[Message], *, train: bool) -> list[Message]:
+        kept = []
+        for reply in replies:
+            problem = None
+            if not reply.has_error():
+                problem = reply_problem(
+                    reply.content,
+                    weight_key=self.weighted_by_key,
+                    arrays_key=self.arrayrecord_key if train else None,
+                    expected=self._expected if train else None,
+                )
+            if problem is None:
+                kept.append(reply)
+                continue
+            node = reply.metadata.src_node_id
+            phase = "aggregate_train" if train else "aggregate_evaluate"
+            log(WARNING, "%s: rejected reply from node %d: %s", phase, node, problem)
+            if self.on_reject is not None:
+                self.on_reject(node, problem)
+        return kept
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        kept = self._accepted(replies, train=True)
+        return super().aggregate_train(server_round, kept)  # type: ignore[misc]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        kept = self._accepted(replies, train=False)
+        return super().aggregate_evaluate(server_round, kept)  # type: ignore[misc]

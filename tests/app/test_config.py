@@ -1,0 +1,70 @@
+"""Run config: defaults parse; bad values give one clear message naming key and allowed values."""
+
+import pytest
+
+from app.config import AppConfig, ClientSettings, ConfigError
+from app.server_app import _check_capacity
+from app.simulation import default_run_config, resolve_run_config
+from tasks import get_task
+
+
+def test_defaults_parse_and_reach_clients() -> None:
+    cfg = AppConfig.from_run_config(default_run_config())
+    assert cfg.task == "breast-cancer" and cfg.strategy == "fedavg"
+    assert cfg.num_server_rounds == 30
+    client = ClientSettings.from_message_config(
+        {**cfg.client_config(), "server-round": 2, "proximal-mu": 0.5}, partition_id=3
+    )
+    assert client.spec.partitioner == cfg.partitioner
+    assert client.train.lr == cfg.learning_rate and client.train.proximal_mu == 0.5
+    other = ClientSettings.from_message_config(
+        {**cfg.client_config(), "server-round": 2}, partition_id=4
+    )
+    assert other.train.seed != client.train.seed
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("strategy", "fedsgd", "'strategy' = 'fedsgd' is invalid; allowed: fedavg | fedprox"),
+        ("learning-rate", -0.1, "'learning-rate' = -0.1 is invalid; allowed: a float > 0"),
+        ("dirichlet-alpha", 0.0, "'dirichlet-alpha' = 0.0 is invalid; allowed: a float > 0"),
+        ("partitioner", "shards", "allowed: iid | dirichlet"),
+        ("task", "mnist-gan", "allowed: breast-cancer"),
+        ("num-server-rounds", 0, "'num-server-rounds' = 0 is invalid"),
+        ("batch-size", 1.5, "'batch-size' must be an integer, got 1.5"),
+        ("fraction-train", 0.0, "allowed: 0 < x <= 1"),
+        ("local-epochs", True, "'local-epochs' must be an integer"),
+    ],
+)
+def test_bad_value_names_key_and_allowed_values(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AppConfig.from_run_config({**default_run_config(), key: value})
+    assert expected in str(info.value)
+
+
+def test_missing_key_is_named() -> None:
+    cfg = default_run_config()
+    del cfg["seed"]
+    with pytest.raises(ConfigError, match="'seed' is missing"):
+        AppConfig.from_run_config(cfg)
+
+
+def test_int_is_accepted_for_float_keys() -> None:
+    assert (
+        AppConfig.from_run_config({**default_run_config(), "learning-rate": 1}).learning_rate == 1.0
+    )
+
+
+def test_more_clients_than_samples_is_refused() -> None:
+    task = get_task("breast-cancer")
+    _check_capacity(task, 10)
+    with pytest.raises(
+        ConfigError, match="too many for task 'breast-cancer' with 455 training samples"
+    ):
+        _check_capacity(task, 300)
+
+
+def test_unknown_override_is_rejected() -> None:
+    with pytest.raises(KeyError, match="learning_rate"):
+        resolve_run_config({"learning_rate": 0.1})
