@@ -11,11 +11,21 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from app.config import ClientSettings
-from app.records import ARRAYS, CONFIG, METRICS, MOMENTS, MOMENTS_ACTION, NUM_EXAMPLES
+from app.he_mod import he_mod
+from app.records import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    MOMENTS,
+    NUM_EXAMPLES,
+    SETUP_ACTION,
+    STANDARDIZE_MEAN,
+    STANDARDIZE_STD,
+)
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
-app = ClientApp()
+app = ClientApp(mods=[he_mod])
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -38,6 +48,9 @@ def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, Client
 def _model(task: Task, msg: Message) -> nn.Module:
     model = task.build_model()
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+    if isinstance(task, TabularTask):
+        cfg = msg.content[CONFIG]
+        task.set_standardization(model, cfg[STANDARDIZE_MEAN], cfg[STANDARDIZE_STD])
     return model
 
 
@@ -69,12 +82,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     return _reply(msg, {k: metrics[k] for k in task.metric_names}, len(data.val))
 
 
-@app.query(MOMENTS_ACTION)
-def feature_moments(msg: Message, context: Context) -> Message:
-    """Moments of the local training split's features, for federated standardization."""
+@app.query(SETUP_ACTION)
+def describe(msg: Message, context: Context) -> Message:
+    """Training-set size and, for tabular tasks, feature moments for standardization."""
     task, _, data = _setup(msg, context)
     if not isinstance(task, TabularTask):
-        raise ValueError(f"task {task.name!r} does not standardize features")
+        return _reply(msg, {}, len(data.train))
     m = task.feature_moments(data.train)
     arrays = ArrayRecord({"total": Array(m.total), "total-sq": Array(m.total_sq)})
     return _reply(msg, {}, m.count, {MOMENTS: arrays})

@@ -53,6 +53,93 @@ def _number(
     return _check(key, value, ok(value), allowed)
 
 
+HE_BACKENDS = ("none", "ckks", "paillier")
+HE_PACKINGS = ("packed", "naive")
+POLY_DEGREES = (8192, 16384, 32768)
+
+
+def _int_list(cfg: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    text = _get(cfg, key, str)
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    ok = len(values) >= 2 and all(20 <= v <= 60 for v in values)
+    _check(key, text, ok, "comma-separated bit sizes, at least two, each in [20, 60]")
+    return values
+
+
+@dataclass(frozen=True)
+class HeConfig:
+    """The ``he.`` sub-table: homomorphic encryption of client updates."""
+
+    backend: str
+    bits: int
+    clip: float
+    packing: str
+    key_bits: int
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    server_bundle: str
+    workers: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> HeConfig:
+        coeffs = _int_list(cfg, "he.coeff-mod-bit-sizes")
+        scale_bits = _number(
+            cfg,
+            "he.scale-bits",
+            int,
+            lambda v: 20 <= v < coeffs[0],
+            f"an integer in [20, {coeffs[0]})",
+        )
+        return cls(
+            backend=_choice(cfg, "he.backend", HE_BACKENDS),
+            bits=_number(cfg, "he.bits", int, lambda v: 2 <= v <= 32, "an integer in [2, 32]"),
+            clip=_number(cfg, "he.clip", float, lambda v: v > 0, "a float > 0"),
+            packing=_choice(cfg, "he.packing", HE_PACKINGS),
+            key_bits=_number(
+                cfg,
+                "he.key-bits",
+                int,
+                lambda v: v >= 2048 and v % 256 == 0,
+                "2048, 3072, 4096, ...",
+            ),
+            poly_modulus_degree=_number(
+                cfg, "he.poly-modulus-degree", int, lambda v: v in POLY_DEGREES, str(POLY_DEGREES)
+            ),
+            coeff_mod_bit_sizes=coeffs,
+            scale_bits=scale_bits,
+            server_bundle=_get(cfg, "he.server-bundle", str),
+            workers=_number(cfg, "he.workers", int, lambda v: v >= 1, "an integer >= 1"),
+        )
+
+    def key_params(self) -> dict[str, Any]:
+        """Parameters for key generation by the dealer."""
+        if self.backend == "ckks":
+            return {
+                "poly-modulus-degree": self.poly_modulus_degree,
+                "coeff-mod-bit-sizes": list(self.coeff_mod_bit_sizes),
+                "scale-bits": self.scale_bits,
+            }
+        return {"key-bits": self.key_bits}
+
+    def client_config(self) -> dict[str, Any]:
+        """What the client HE mod needs besides its key bundle."""
+        return {
+            "he.backend": self.backend,
+            "he.bits": self.bits,
+            "he.clip": self.clip,
+            "he.packed": self.packing == "packed",
+            "he.workers": self.workers,
+        }
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The validated run config of one run (keys in README's run-config table)."""
@@ -72,6 +159,7 @@ class AppConfig:
     val_fraction: float
     seed: int
     output_dir: str
+    he: HeConfig
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
@@ -98,6 +186,7 @@ class AppConfig:
             output_dir=_number(
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
+            he=HeConfig.from_run_config(cfg),
         )
 
     def client_config(self) -> dict[str, Any]:
@@ -111,6 +200,7 @@ class AppConfig:
             "local-epochs": self.local_epochs,
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
+            **self.he.client_config(),
         }
 
 

@@ -5,5 +5,7 @@ METRICS = "metrics"  # Flower's key for the MetricRecord
 CONFIG = "config"  # Flower's key for the ConfigRecord
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key
 
-MOMENTS = "moments"  # ArrayRecord of a client's feature moments
-MOMENTS_ACTION = "feature_moments"  # query action: message type "query.feature_moments"
+MOMENTS = "moments"  # ArrayRecord of a client's feature moments (tabular tasks)
+SETUP_ACTION = "describe"  # query action: message type "query.describe"
+STANDARDIZE_MEAN = "standardize-mean"  # config: federated feature means (tabular tasks)
+STANDARDIZE_STD = "standardize-std"  # config: federated feature stds (tabular tasks)

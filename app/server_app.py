@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,21 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
-from app.config import AppConfig, ConfigError
+from app.config import AppConfig, ConfigError, HeConfig
+from app.keys import simulation_keys
 from app.metering import MeteredGrid
-from app.records import CONFIG, METRICS, MOMENTS, MOMENTS_ACTION, NUM_EXAMPLES
+from app.records import (
+    CONFIG,
+    METRICS,
+    MOMENTS,
+    NUM_EXAMPLES,
+    SETUP_ACTION,
+    STANDARDIZE_MEAN,
+    STANDARDIZE_STD,
+)
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
+from privacy.he import KeyBundle, load_bundle
 from strategies import make_strategy
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
@@ -53,37 +65,11 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     _seed_everything(cfg.seed)
     metered = MeteredGrid(grid)
     recorder = RunRecorder(new_run_dir(cfg.output_dir, run_id), run_config, metered)
-    log(
-        INFO,
-        "run_server: task=%s strategy=%s, results in %s",
-        cfg.task,
-        cfg.strategy,
-        recorder.run_dir,
-    )
+    log(INFO, "run_server: task=%s strategy=%s he=%s, results in %s",
+        cfg.task, cfg.strategy, cfg.he.backend, recorder.run_dir)  # fmt: skip
     try:
-        num_nodes = _wait_for_nodes(metered, cfg.min_clients)
-        _check_capacity(task, num_nodes)
-        model = task.build_model()
-        if isinstance(task, TabularTask):
-            task.set_feature_moments(model, collect_moments(metered, cfg))
-        strategy = make_strategy(
-            cfg.strategy,
-            fraction_train=cfg.fraction_train,
-            fraction_evaluate=cfg.fraction_evaluate,
-            min_nodes=cfg.min_clients,
-            proximal_mu=cfg.proximal_mu,
-            train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
-            evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
-            on_reject=recorder.reject,
-        )
-        strategy.start(
-            grid=metered,
-            initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.num_server_rounds,
-            train_config=ConfigRecord(cfg.client_config()),
-            evaluate_config=ConfigRecord(cfg.client_config()),
-            evaluate_fn=recorder.evaluate_fn(central_evaluation(task, model)),
-        )
+        with he_keys(cfg.he) as (bundle, client_config):
+            _train(cfg, task, metered, recorder, bundle, client_config)
     except BaseException as e:
         recorder.finish("failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -96,6 +82,79 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     )
     log(INFO, "run_server: results written to %s", path)
     return path
+
+
+def _train(
+    cfg: AppConfig,
+    task: Task,
+    grid: MeteredGrid,
+    recorder: RunRecorder,
+    bundle: KeyBundle | None,
+    he_client_config: dict[str, Any],
+) -> None:
+    num_nodes = _wait_for_nodes(grid, cfg.min_clients)
+    _check_capacity(task, num_nodes)
+    client_config = ConfigRecord({**cfg.client_config(), **he_client_config})
+    sizes, moments = describe_nodes(grid, client_config)
+    model = task.build_model()
+    if isinstance(task, TabularTask):
+        mean, std = moments.mean_std()
+        task.set_standardization(model, mean, std)
+        client_config[STANDARDIZE_MEAN] = mean.tolist()
+        client_config[STANDARDIZE_STD] = std.tolist()
+    strategy = make_strategy(
+        cfg.strategy,
+        fraction_train=cfg.fraction_train,
+        fraction_evaluate=cfg.fraction_evaluate,
+        min_nodes=cfg.min_clients,
+        proximal_mu=cfg.proximal_mu,
+        train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
+        evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
+        on_reject=recorder.reject,
+        he_bundle=bundle,
+        num_examples=sizes,
+    )
+    central = None
+    if bundle is None:
+        central = central_evaluation(task, model)
+    else:
+        log(INFO, "_train: the server holds ciphertexts only; evaluation is federated")
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=cfg.num_server_rounds,
+        train_config=client_config,
+        evaluate_config=ConfigRecord(dict(client_config)),
+        evaluate_fn=recorder.evaluate_fn(central),
+    )
+
+
+@contextmanager
+def he_keys(he: HeConfig) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
+    """The server's public-only bundle and what clients need to find theirs.
+
+    Deployment: ``he.server-bundle`` names the dealer's server bundle; SuperNodes
+    hold the client bundle via node config. Simulation: a dealer process makes
+    per-run keys in a private temp dir and the server loads only the server bundle.
+    """
+    if not he.enabled:
+        yield None, {}
+    elif he.server_bundle:
+        bundle = load_bundle(he.server_bundle, expect_private=False)
+        if bundle.backend != he.backend:
+            raise ConfigError(
+                f"he.server-bundle is a {bundle.backend} bundle but he.backend = {he.backend!r}"
+            )
+        yield bundle, {}
+    else:
+        with simulation_keys(he.backend, he.key_params()) as (bundle, client_path):
+            log(
+                INFO,
+                "he_keys: per-run %s keys %s (simulation dealer)",
+                he.backend,
+                bundle.fingerprint,
+            )
+            yield bundle, {"he.client-bundle": str(client_path)}
 
 
 def _seed_everything(seed: int) -> None:
@@ -122,39 +181,32 @@ def _check_capacity(task: Task, num_nodes: int) -> None:
         )
 
 
-def collect_moments(grid: Grid, cfg: AppConfig) -> Moments:
-    """Ask every node for its training-split feature moments and sum them.
+def describe_nodes(grid: Grid, config: ConfigRecord) -> tuple[dict[int, int], Moments | None]:
+    """Ask every node for its training-set size (and, for tabular tasks, feature moments).
 
-    Reveals per-client feature sums and sums of squares to the server; nodes
-    that fail are logged and left out.
+    Reveals each client's training-set size and, for tabular tasks, its feature
+    sums and sums of squares to the server. Nodes that fail are logged and left out.
     """
-    record = RecordDict({CONFIG: ConfigRecord(cfg.client_config())})
+    record = RecordDict({CONFIG: config})
+    kind = f"{MessageType.QUERY}.{SETUP_ACTION}"
     messages = [
-        Message(content=record, message_type=f"{MessageType.QUERY}.{MOMENTS_ACTION}", dst_node_id=n)
-        for n in grid.get_node_ids()
+        Message(content=record, message_type=kind, dst_node_id=n) for n in grid.get_node_ids()
     ]
+    sizes: dict[int, int] = {}
     parts = []
     for reply in grid.send_and_receive(messages):
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            log(
-                WARNING,
-                "collect_moments: node %d failed: %s",
-                reply.metadata.src_node_id,
-                reply.error.reason,
-            )
+            log(WARNING, "describe_nodes: node %d failed: %s", node, reply.error.reason)
             continue
-        arrays = reply.content[MOMENTS]
-        parts.append(
-            Moments(
-                count=int(reply.content[METRICS][NUM_EXAMPLES]),
-                total=arrays["total"].numpy(),
-                total_sq=arrays["total-sq"].numpy(),
-            )
-        )
-    if not parts:
-        raise RuntimeError("collect_moments: no node returned feature moments")
-    log(INFO, "collect_moments: standardization fitted on %d nodes' training splits", len(parts))
-    return combine(parts)
+        sizes[node] = int(reply.content[METRICS][NUM_EXAMPLES])
+        if MOMENTS in reply.content.array_records:
+            arrays = reply.content[MOMENTS]
+            parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
+    if not sizes:
+        raise RuntimeError("describe_nodes: no node answered the setup query")
+    log(INFO, "describe_nodes: %d nodes, %d training examples", len(sizes), sum(sizes.values()))
+    return sizes, combine(parts) if parts else None
 
 
 def central_evaluation(task: Task, model: nn.Module) -> EvaluateFn:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from privacy.he import KeyBundle
+from strategies.encrypted import EncryptedFedAvg, EncryptedFedProx
 from strategies.validation import RejectFn, ReplyValidation
 
 STRATEGIES = ("fedavg", "fedprox")
@@ -37,8 +39,13 @@ def make_strategy(
     train_metrics_aggr_fn: MetricsAggrFn | None = None,
     evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
     on_reject: RejectFn | None = None,
+    he_bundle: KeyBundle | None = None,
+    num_examples: dict[int, int] | None = None,
 ) -> FedAvg:
-    """The strategy called ``name`` (one of ``STRATEGIES``)."""
+    """The strategy called ``name`` (one of ``STRATEGIES``).
+
+    With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts.
+    """
     common = dict(
         fraction_train=fraction_train,
         fraction_evaluate=fraction_evaluate,
@@ -49,8 +56,14 @@ def make_strategy(
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         on_reject=on_reject,
     )
-    if name == "fedavg":
+    if he_bundle is not None:
+        encrypted = dict(common, bundle=he_bundle, num_examples=num_examples)
+        if name == "fedavg":
+            return EncryptedFedAvg(**encrypted)
+        if name == "fedprox":
+            return EncryptedFedProx(proximal_mu=proximal_mu, **encrypted)
+    elif name == "fedavg":
         return ValidatedFedAvg(**common)
-    if name == "fedprox":
+    elif name == "fedprox":
         return ValidatedFedProx(proximal_mu=proximal_mu, **common)
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
@@ -16,12 +17,16 @@ from tasks.base import ClientData, Task
 
 
 class Standardize(nn.Module):
-    """(x - mean) / std with mean and std as buffers, so they travel with the model."""
+    """(x - mean) / std with fixed statistics.
+
+    The buffers are not part of the state dict: only trainable weights are
+    aggregated (and encrypted); the statistics travel in the message config.
+    """
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(num_features))
-        self.register_buffer("std", torch.ones(num_features))
+        self.register_buffer("mean", torch.zeros(num_features), persistent=False)
+        self.register_buffer("std", torch.ones(num_features), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -72,6 +77,6 @@ class TabularTask(Task):
         return Moments.of(data.tensors[0].numpy())
 
     @staticmethod
-    def set_feature_moments(model: nn.Module, moments: Moments) -> None:
+    def set_standardization(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         """Install federated mean/std into the model's ``standardize`` module."""
-        model.standardize.set(*moments.mean_std())
+        model.standardize.set(np.asarray(mean), np.asarray(std))

@@ -76,7 +76,7 @@ def test_one_garbage_client_does_not_stop_the_run(tmp_path: Path) -> None:
     bad = ClientApp(mods=[_garbage_from_partition_0])
     bad.train()(apps.train)
     bad.evaluate()(apps.evaluate)
-    bad.query("feature_moments")(apps.feature_moments)
+    bad.query("describe")(apps.describe)
     # Execute
     results = simulate(
         {"num-server-rounds": 2, "output-dir": str(tmp_path)}, num_supernodes=5, clients=bad

@@ -31,7 +31,8 @@ def test_standardization_uses_only_client_training_splits(task: BreastCancer) ->
     train_x = np.concatenate([c.train.tensors[0].numpy() for c in clients]).astype(np.float64)
     model = task.build_model()
     # Execute
-    task.set_feature_moments(model, combine([task.feature_moments(c.train) for c in clients]))
+    mean, std = combine([task.feature_moments(c.train) for c in clients]).mean_std()
+    task.set_standardization(model, mean, std)
     # Assert: equals pooled training statistics, differs from anything with test rows
     np.testing.assert_allclose(model.standardize.mean.numpy(), train_x.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(model.standardize.std.numpy(), train_x.std(axis=0), rtol=1e-4)
@@ -40,11 +41,15 @@ def test_standardization_uses_only_client_training_splits(task: BreastCancer) ->
     assert not np.allclose(model.standardize.mean.numpy(), with_test, rtol=1e-4)
 
 
+def test_only_trainable_weights_travel(task: BreastCancer) -> None:
+    assert set(task.build_model().state_dict()) == {"linear.weight", "linear.bias"}
+
+
 def test_centralized_training_learns(task: BreastCancer) -> None:
     torch.manual_seed(0)
     data = task.load_partition(0, 1, PartitionSpec(val_fraction=0.1))
     model = task.build_model()
-    task.set_feature_moments(model, task.feature_moments(data.train))
+    task.set_standardization(model, *task.feature_moments(data.train).mean_std())
     task.train(model, data.train, TrainSettings(epochs=20, batch_size=32, lr=0.1))
     metrics = task.evaluate(model, task.load_test())
     assert metrics["accuracy"] >= 0.95

@@ -1,0 +1,39 @@
+"""Homomorphic encryption for aggregation: key bundles, tagged payloads, CKKS and Paillier."""
+
+from privacy.he.bundle import BACKENDS, BundleError, KeyBundle, load_bundle
+from privacy.he.codec import (
+    EncodeSettings,
+    aggregate,
+    check_compatible,
+    decrypt_arrays,
+    encrypt_arrays,
+)
+from privacy.he.payload import Payload, PayloadError, is_encrypted
+
+
+def keygen(backend: str, params: dict | None = None) -> KeyBundle:
+    """A fresh client bundle (with secret key) for ``backend``."""
+    from privacy.he import ckks, paillier
+
+    if backend == "ckks":
+        return ckks.keygen(params)
+    if backend == "paillier":
+        return paillier.keygen(params)
+    raise BundleError(f"unknown HE backend {backend!r}; allowed: {BACKENDS}")
+
+
+__all__ = [
+    "BACKENDS",
+    "BundleError",
+    "EncodeSettings",
+    "KeyBundle",
+    "Payload",
+    "PayloadError",
+    "aggregate",
+    "check_compatible",
+    "decrypt_arrays",
+    "encrypt_arrays",
+    "is_encrypted",
+    "keygen",
+    "load_bundle",
+]

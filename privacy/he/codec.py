@@ -1,0 +1,146 @@
+"""The one small HE interface both sides use: encrypt, aggregate, decrypt named arrays.
+
+Clients weight their update before encrypting (weight w <= 1), the server adds
+ciphertexts and weights, and a key holder divides the decrypted sum by the
+total weight: the weighted FedAvg mean, computed without the server reading
+any update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from privacy.he import ckks, paillier
+from privacy.he.bundle import KeyBundle
+from privacy.he.payload import Header, Layout, Payload, PayloadError
+from privacy.he.quantize import clip, dequantize_sum, quantize
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Per-round encoding choices the server sends to every client.
+
+    ``clip`` bounds every plaintext value; ``bits``, ``max_count`` (clients in
+    the round) and ``packed`` shape Paillier slots; ``workers`` is how many
+    processes a client may use for Paillier.
+    """
+
+    clip: float = 4.0
+    bits: int = 16
+    max_count: int = 10
+    packed: bool = True
+    workers: int = 1
+
+
+def _layout(arrays: dict[str, np.ndarray]) -> tuple[Layout, np.ndarray]:
+    names = tuple(arrays)
+    layout = Layout(
+        names=names,
+        shapes=tuple(tuple(np.shape(arrays[k])) for k in names),
+        dtypes=tuple(str(np.asarray(arrays[k]).dtype) for k in names),
+    )
+    flat = [np.asarray(arrays[k], dtype=np.float64).ravel() for k in names]
+    return layout, np.concatenate(flat) if flat else np.zeros(0)
+
+
+def encrypt_arrays(
+    arrays: dict[str, np.ndarray],
+    *,
+    bundle: KeyBundle,
+    weight: float,
+    settings: EncodeSettings,
+    rng: np.random.Generator | None = None,
+) -> Payload:
+    """Clip, weight and encrypt a client's arrays into one tagged payload."""
+    if not 0 < weight <= 1:
+        raise ValueError(f"weight must be in (0, 1], got {weight}")
+    layout, flat = _layout(arrays)
+    clipped, n_clipped = clip(flat, settings.clip)
+    y = clipped * weight
+    extra: dict[str, object] = {"clip": settings.clip}
+    if bundle.backend == "ckks":
+        chunks = ckks.encrypt(y, bundle)
+    else:
+        packing = paillier.Packing.plan(
+            key_bits=int(bundle.params["key-bits"]),
+            bits=settings.bits,
+            max_count=settings.max_count,
+            packed=settings.packed,
+        )
+        u = quantize(y, bound=settings.clip, bits=settings.bits, rng=rng or np.random.default_rng())
+        chunks = paillier.encrypt(u, bundle, packing, workers=settings.workers)
+        extra.update(packing=packing.as_dict(), max_count=settings.max_count)
+    header = Header(
+        scheme=bundle.backend,
+        params=bundle.params,
+        fingerprint=bundle.fingerprint,
+        layout=layout,
+        weight=float(weight),
+        clipped=n_clipped,
+        extra=extra,
+    )
+    return Payload(header=header, chunks=tuple(chunks))
+
+
+def check_compatible(payload: Payload, bundle: KeyBundle) -> None:
+    """Refuse a payload made with another scheme, parameters or key generation."""
+    h = payload.header
+    if h.scheme != bundle.backend:
+        raise PayloadError(f"payload scheme {h.scheme!r} but this party uses {bundle.backend!r}")
+    if h.fingerprint != bundle.fingerprint:
+        raise PayloadError(
+            f"payload was encrypted under key {h.fingerprint}, this party holds key "
+            f"{bundle.fingerprint} (server and clients use different key generations)"
+        )
+    if h.params != bundle.params:
+        raise PayloadError(f"payload parameters {h.params} differ from the key's {bundle.params}")
+
+
+def aggregate(payloads: list[Payload], *, bundle: KeyBundle) -> Payload:
+    """Sum the ciphertexts and weights of several payloads; needs public material only."""
+    if not payloads:
+        raise ValueError("no payloads to aggregate")
+    first = payloads[0].header
+    for p in payloads:
+        check_compatible(p, bundle)
+        if p.header.layout != first.layout or p.header.extra != first.extra:
+            raise PayloadError("payloads differ in layout or encoding; cannot add them")
+    count = sum(p.header.count for p in payloads)
+    max_count = first.extra.get("max_count")
+    if max_count is not None and count > int(max_count):
+        raise PayloadError(f"{count} contributions exceed the {max_count} the slots have room for")
+    add = ckks.add if bundle.backend == "ckks" else paillier.add
+    chunks = add([list(p.chunks) for p in payloads], bundle)
+    header = replace(
+        first,
+        count=count,
+        weight=sum(p.header.weight for p in payloads),
+        clipped=sum(p.header.clipped for p in payloads),
+    )
+    return Payload(header=header, chunks=tuple(chunks))
+
+
+def decrypt_arrays(
+    payload: Payload, *, bundle: KeyBundle, workers: int = 1
+) -> dict[str, np.ndarray]:
+    """Decrypt a (summed) payload into the weighted mean of its contributions."""
+    check_compatible(payload, bundle)
+    h = payload.header
+    size = h.layout.size
+    if bundle.backend == "ckks":
+        total = ckks.decrypt(list(payload.chunks), bundle, size)
+    else:
+        packing = paillier.Packing.from_dict(h.extra["packing"])
+        sums = paillier.decrypt(list(payload.chunks), bundle, packing, size, workers=workers)
+        if np.any(sums > np.uint64(h.count * (2**packing.bits - 1))):
+            raise PayloadError("a slot exceeds its range: some contribution was out of range")
+        total = dequantize_sum(sums, bound=float(h.extra["clip"]), bits=packing.bits, count=h.count)
+    mean = total / h.weight
+    out, offset = {}, 0
+    for name, shape, dtype in zip(h.layout.names, h.layout.shapes, h.layout.dtypes, strict=True):
+        n = int(np.prod(shape, dtype=np.int64))
+        out[name] = mean[offset : offset + n].reshape(shape).astype(dtype)
+        offset += n
+    return out

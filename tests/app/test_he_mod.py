@@ -1,0 +1,118 @@
+"""The client HE mod, called as Flower calls it: mod(msg, context, call_next)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
+
+from app.he_mod import he_mod
+from privacy.he import EncodeSettings, KeyBundle, Payload, encrypt_arrays, is_encrypted, keygen
+
+WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 10}
+
+
+@pytest.fixture(autouse=True)
+def server_identity() -> Iterator[None]:
+    """Flower stamps outgoing messages with the sending task's identity; play the server."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeyBundle, Path]:
+    keys = keygen("ckks")
+    return keys, keys.save(tmp_path_factory.mktemp("keys") / "client.json")
+
+
+def _config(backend: str = "ckks") -> ConfigRecord:
+    he = {"he.backend": backend, "he.bits": 16, "he.clip": 4.0, "he.packed": True}
+    rest = {"he.workers": 1, "he.max-count": 4, "he.weight-scale": 20, "seed": 0, "server-round": 1}
+    return ConfigRecord({**he, **rest})
+
+
+def _message(arrays: ArrayRecord, kind: str = "train", backend: str = "ckks") -> Message:
+    content = RecordDict({"arrays": arrays, "config": _config(backend)})
+    return Message(content=content, dst_node_id=1, message_type=kind)
+
+
+def _context(path: Path | None) -> Context:
+    node_config = {"partition-id": 0, "num-partitions": 4}
+    if path is not None:
+        node_config["he-client-bundle"] = str(path)
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def _task(seen: list) -> callable:
+    """Stands in for the ClientApp: records what it received and replies with plaintext."""
+
+    def call_next(msg: Message, ctx: Context) -> Message:
+        seen.append({k: a.numpy() for k, a in msg.content["arrays"].items()})
+        reply = RecordDict(
+            {"arrays": ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()}),
+             "metrics": MetricRecord({"num-examples": 10, "loss": 0.5})}
+        )  # fmt: skip
+        return Message(content=reply, reply_to=msg)
+
+    return call_next
+
+
+def test_train_reply_leaves_encrypted_and_global_arrives_decrypted(bundle_path) -> None:
+    keys, path = bundle_path
+    # Prepare: the server sends an encrypted global model (sum of two weight-1/2 updates)
+    s = EncodeSettings(max_count=4)
+    parts = [encrypt_arrays({"w": WEIGHTS["w"] * 2}, bundle=keys, weight=0.5, settings=s)]
+    seen: list = []
+    # Execute
+    reply = he_mod(_message(parts[0].to_arrays()), _context(path), _task(seen))
+    # Assert: the task saw plaintext; the reply carries ciphertext only
+    np.testing.assert_allclose(seen[0]["w"], WEIGHTS["w"] * 2, atol=1e-6)
+    assert is_encrypted(reply.content["arrays"])
+    payload = Payload.from_arrays(reply.content["arrays"])
+    assert payload.header.fingerprint == keys.fingerprint and payload.header.weight == 0.5
+    assert reply.content["metrics"]["he-weight"] == 0.5  # 10 examples / weight scale 20
+    assert reply.content["metrics"]["num-examples"] == 10
+
+
+def test_plaintext_passes_when_he_is_off(bundle_path) -> None:
+    seen: list = []
+    plain = ArrayRecord({"w": Array(WEIGHTS["w"])})
+    reply = he_mod(_message(plain, backend="none"), _context(None), _task(seen))
+    assert not is_encrypted(reply.content["arrays"])
+
+
+def test_missing_bundle_gives_an_error_reply() -> None:
+    reply = he_mod(_message(ArrayRecord({"w": Array(WEIGHTS["w"])})), _context(None), _task([]))
+    assert reply.has_error() and reply.error.code == ErrorCode.MOD_FAILED_PRECONDITION
+    assert "he-client-bundle" in reply.error.reason
+
+
+def test_global_model_under_another_key_is_refused(bundle_path) -> None:
+    _, path = bundle_path
+    foreign = encrypt_arrays(
+        {"w": WEIGHTS["w"]}, bundle=keygen("ckks"), weight=1.0, settings=EncodeSettings()
+    )
+    seen: list = []
+    reply = he_mod(_message(foreign.to_arrays()), _context(path), _task(seen))
+    assert reply.has_error() and "different key generations" in reply.error.reason
+    assert seen == []  # the task never ran
+
+
+def test_error_replies_pass_through_untouched(bundle_path) -> None:
+    from flwr.app import Error
+
+    _, path = bundle_path
+
+    def failing(msg: Message, ctx: Context) -> Message:
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"), reply_to=msg
+        )
+
+    reply = he_mod(_message(ArrayRecord({"w": Array(WEIGHTS["w"])})), _context(path), failing)
+    assert reply.has_error() and reply.error.reason == "boom"

@@ -1,0 +1,108 @@
+"""Encrypted FedAvg end to end through Flower's simulation engine, one run per backend."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from app import client_app as apps
+from app.simulation import simulate
+from privacy.he import keygen
+from strategies.encrypted import EncryptedFedAvg
+
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("plain")
+    return simulate({"num-server-rounds": ROUNDS, "output-dir": str(out)}, num_supernodes=5)
+
+
+def test_strategy_refuses_a_secret_key() -> None:
+    with pytest.raises(ValueError, match="secret key"):
+        EncryptedFedAvg(bundle=keygen("ckks"))
+
+
+@pytest.mark.parametrize("backend", ["ckks", "paillier"])
+def test_encrypted_run_matches_plaintext(backend: str, plain_run: dict, tmp_path: Path) -> None:
+    # Execute
+    results = simulate(
+        {"num-server-rounds": ROUNDS, "output-dir": str(tmp_path), "he.backend": backend},
+        num_supernodes=5,
+    )
+    # Assert: same federated accuracy as plaintext, nothing decrypted on the server
+    assert results["status"] == "completed"
+    for plain, enc in zip(plain_run["rounds"], results["rounds"], strict=True):
+        assert enc["server"] is None  # no centralized evaluation in server-blind mode
+        assert abs(enc["evaluate"]["accuracy"] - plain["evaluate"]["accuracy"]) <= 0.005
+        assert enc["train"]["num-replies"] == 5 and enc["failures"] == []
+        assert enc["bytes-up"] > plain["bytes-up"]  # ciphertexts are larger than floats
+    assert results["final"]["accuracy"] >= 0.9
+
+
+def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
+    """The given partitions use a bundle of another key generation."""
+    foreign = str(keygen("ckks").save(tmp_dir / "foreign.json"))
+
+    def mod(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202
+        if context.node_config["partition-id"] in partitions and msg.has_content():
+            msg.content["config"]["he.client-bundle"] = foreign
+        return call_next(msg, context)
+
+    return mod
+
+
+def test_client_with_other_keys_is_rejected_and_round_goes_on(tmp_path: Path) -> None:
+    # Prepare: the foreign-key mod runs before the HE mod
+    bad = _clients_with(_foreign_key(tmp_path, {0}))
+    # Execute
+    results = simulate(
+        {"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks"},
+        num_supernodes=4,
+        clients=bad,
+    )
+    # Assert: round 1 sends plaintext (every client trains), its encrypted reply is refused
+    assert results["status"] == "completed"
+    r1 = results["rounds"][0]
+    assert r1["train"]["num-replies"] == 3
+    assert any("different key generations" in f["reason"] for f in r1["failures"])
+    assert results["final"]["accuracy"] >= 0.8
+
+
+def test_all_clients_on_other_keys_stop_the_run_in_round_one(tmp_path: Path) -> None:
+    bad = _clients_with(_foreign_key(tmp_path, {0, 1, 2}))
+    with pytest.raises(RuntimeError):
+        simulate({"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks"},
+                 num_supernodes=3, clients=bad)  # fmt: skip
+    (results_file,) = tmp_path.glob("*/results.json")
+    results = json.loads(results_file.read_text())
+    assert results["status"] == "failed" and results["rounds"] == []
+    assert "KeyMismatchError: round 1: every client encrypted under another key" in results["error"]
+
+
+def _clients_with(mod) -> ClientApp:  # noqa: ANN001
+    """The real ClientApp functions behind ``mod`` (outermost) and the HE mod."""
+    app = ClientApp(mods=[mod, apps.he_mod])
+    app.train()(apps.train)
+    app.evaluate()(apps.evaluate)
+    app.query("describe")(apps.describe)
+    return app
+
+
+def test_plain_fedavg_refuses_encrypted_arrays() -> None:
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from privacy.he import EncodeSettings, encrypt_arrays
+
+    keys = keygen("ckks")
+    payload = encrypt_arrays({"w": np.ones(4)}, bundle=keys, weight=1.0, settings=EncodeSettings())
+    reply = RecordDict(
+        {"arrays": payload.to_arrays(), "metrics": MetricRecord({"num-examples": 3})}
+    )
+    with pytest.raises(TypeError, match="Unsupported serialization type"):
+        aggregate_arrayrecords([reply, reply], "num-examples")
