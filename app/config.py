@@ -82,6 +82,7 @@ class HeConfig:
     coeff_mod_bit_sizes: tuple[int, ...]
     scale_bits: int
     server_bundle: str
+    client_bundle: str
     workers: int
 
     @property
@@ -116,6 +117,7 @@ class HeConfig:
             coeff_mod_bit_sizes=coeffs,
             scale_bits=scale_bits,
             server_bundle=_get(cfg, "he.server-bundle", str),
+            client_bundle=_get(cfg, "he.client-bundle", str),
             workers=_number(cfg, "he.workers", int, lambda v: v >= 1, "an integer >= 1"),
         )
 

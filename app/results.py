@@ -20,6 +20,9 @@ from typing import Any
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from app.metering import MeteredGrid
+from privacy.he import Payload, is_encrypted, save_payload
+
+ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (HE runs)
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
@@ -98,6 +101,8 @@ class RunRecorder:
         """Wrap centralized evaluation; each call closes a round (0 = before training)."""
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if is_encrypted(arrays):  # keep the encrypted global model for key holders
+                save_payload(Payload.from_arrays(arrays), self.run_dir / ENCRYPTED_MODEL)
             metrics = central(server_round, arrays) if central is not None else None
             self._close_round(server_round, _plain(metrics))
             return metrics

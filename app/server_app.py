@@ -134,7 +134,8 @@ def he_keys(he: HeConfig) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
     """The server's public-only bundle and what clients need to find theirs.
 
     Deployment: ``he.server-bundle`` names the dealer's server bundle; SuperNodes
-    hold the client bundle via node config. Simulation: a dealer process makes
+    hold the client bundle via node config (``he.client-bundle`` only serves
+    simulations that bring their own keys). Simulation: a dealer process makes
     per-run keys in a private temp dir and the server loads only the server bundle.
     """
     if not he.enabled:
@@ -145,7 +146,8 @@ def he_keys(he: HeConfig) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
             raise ConfigError(
                 f"he.server-bundle is a {bundle.backend} bundle but he.backend = {he.backend!r}"
             )
-        yield bundle, {}
+        # Simulation with keys of your own: the path simulated clients load.
+        yield bundle, ({"he.client-bundle": he.client_bundle} if he.client_bundle else {})
     else:
         with simulation_keys(he.backend, he.key_params()) as (bundle, client_path):
             log(

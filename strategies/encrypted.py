@@ -18,7 +18,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from privacy.he import KeyBundle, Payload, PayloadError, aggregate, check_compatible
+from privacy.he import KeyBundle, Payload, PayloadError, aggregate, validate_payload
 from strategies.validation import ReplyValidation
 
 
@@ -87,7 +87,7 @@ class EncryptedAggregation(ReplyValidation):
             node = reply.metadata.src_node_id
             try:
                 payload = Payload.from_arrays(reply.content.array_records[self.arrayrecord_key])  # type: ignore[attr-defined]
-                check_compatible(payload, self.bundle)
+                validate_payload(payload, bundle=self.bundle)
                 if payload.header.count != 1:
                     raise PayloadError(
                         f"a client payload must hold 1 contribution, not {payload.header.count}"

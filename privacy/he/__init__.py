@@ -7,8 +7,9 @@ from privacy.he.codec import (
     check_compatible,
     decrypt_arrays,
     encrypt_arrays,
+    validate_payload,
 )
-from privacy.he.payload import Payload, PayloadError, is_encrypted
+from privacy.he.payload import Payload, PayloadError, is_encrypted, load_payload, save_payload
 
 
 def keygen(backend: str, params: dict | None = None) -> KeyBundle:
@@ -36,4 +37,7 @@ __all__ = [
     "is_encrypted",
     "keygen",
     "load_bundle",
+    "load_payload",
+    "save_payload",
+    "validate_payload",
 ]

@@ -98,6 +98,26 @@ def check_compatible(payload: Payload, bundle: KeyBundle) -> None:
         raise PayloadError(f"payload parameters {h.params} differ from the key's {bundle.params}")
 
 
+def validate_payload(payload: Payload, *, bundle: KeyBundle) -> None:
+    """Check tag, chunk count and every ciphertext's form before it meets others.
+
+    Run on each client payload, so one truncated or garbage reply is refused on
+    its own instead of failing the sum of a whole round.
+    """
+    check_compatible(payload, bundle)
+    h = payload.header
+    if bundle.backend == "ckks":
+        per_ct = ckks.slots(bundle)
+        ckks.add([list(payload.chunks)], bundle)  # deserializes every ciphertext
+        n_cts = len(payload.chunks)
+    else:
+        per_ct = paillier.Packing.from_dict(h.extra["packing"]).per_ct
+        n_cts = paillier.count_ciphertexts(list(payload.chunks), bundle)
+    expected = -(-h.layout.size // per_ct)
+    if n_cts != expected:
+        raise PayloadError(f"payload holds {n_cts} ciphertexts, its layout needs {expected}")
+
+
 def aggregate(payloads: list[Payload], *, bundle: KeyBundle) -> Payload:
     """Sum the ciphertexts and weights of several payloads; needs public material only."""
     if not payloads:

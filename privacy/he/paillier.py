@@ -170,6 +170,11 @@ def _from_chunks(chunks: list[bytes], bundle: KeyBundle) -> list[int]:
     return cts
 
 
+def count_ciphertexts(chunks: list[bytes], bundle: KeyBundle) -> int:
+    """Number of well-formed ciphertexts in the chunks (raises on a malformed one)."""
+    return len(_from_chunks(chunks, bundle))
+
+
 def encrypt(u: np.ndarray, bundle: KeyBundle, packing: Packing, *, workers: int = 1) -> list[bytes]:
     """Encrypt quantized integers (client side; packed mode uses the secret key's CRT)."""
     priv = _private(bundle.public, bundle.require_secret("Paillier encryption"))

@@ -7,8 +7,10 @@ fails loudly on them instead of averaging ciphertext bytes.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Array, ArrayRecord
@@ -143,6 +145,27 @@ class Payload:
                 raise PayloadError(f"payload chunk {k} has stype {record[k].stype!r}")
             chunks.append(bytes(record[k].data))
         return cls(header=Header.from_bytes(bytes(head.data)), chunks=tuple(chunks))
+
+
+def save_payload(payload: Payload, path: Path) -> Path:
+    """Write a payload (ciphertexts only: safe to store where the server keeps results)."""
+    raw = {
+        "header": payload.header.to_bytes().decode(),
+        "chunks": [base64.b64encode(c).decode() for c in payload.chunks],
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(raw))
+    tmp.replace(path)
+    return path
+
+
+def load_payload(path: Path) -> Payload:
+    try:
+        raw = json.loads(Path(path).read_text())
+        chunks = tuple(base64.b64decode(c, validate=True) for c in raw["chunks"])
+        return Payload(header=Header.from_bytes(raw["header"].encode()), chunks=chunks)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PayloadError(f"{path}: not a saved payload ({e})") from e
 
 
 def is_encrypted(record: ArrayRecord) -> bool:

@@ -68,3 +68,21 @@ def test_more_clients_than_samples_is_refused() -> None:
 def test_unknown_override_is_rejected() -> None:
     with pytest.raises(KeyError, match="learning_rate"):
         resolve_run_config({"learning_rate": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("he.backend", "rsa", "allowed: none | ckks | paillier"),
+        ("he.bits", 40, "'he.bits' = 40 is invalid; allowed: an integer in [2, 32]"),
+        ("he.clip", 0.0, "'he.clip' = 0.0 is invalid"),
+        ("he.key-bits", 1024, "allowed: 2048, 3072, 4096"),
+        ("he.coeff-mod-bit-sizes", "60", "at least two"),
+        ("he.scale-bits", 60, "allowed: an integer in [20, 60)"),
+        ("he.packing", "dense", "allowed: packed | naive"),
+    ],
+)
+def test_bad_he_value_names_key(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AppConfig.from_run_config({**default_run_config(), key: value})
+    assert expected in str(info.value)

@@ -138,3 +138,33 @@ def test_bad_payloads_are_refused_with_a_reason(keys: KeyBundle) -> None:
             aggregate([good, bad], bundle=server)
     with pytest.raises(PayloadError, match="no header"):
         Payload.from_arrays(type(good.to_arrays())())
+
+
+def test_saved_payload_round_trips(ckks_keys: KeyBundle, tmp_path) -> None:  # noqa: ANN001
+    from privacy.he import load_payload, save_payload
+
+    payload = encrypt_arrays(
+        {"w": np.ones(5)}, bundle=ckks_keys, weight=1.0, settings=EncodeSettings()
+    )
+    assert load_payload(save_payload(payload, tmp_path / "m.he.json")) == payload
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(PayloadError, match="not a saved payload"):
+        load_payload(tmp_path / "bad.json")
+
+
+def test_each_client_payload_is_validated_on_its_own(keys: KeyBundle) -> None:
+    from privacy.he import validate_payload
+
+    s = EncodeSettings(clip=1.0, max_count=2)
+    good = encrypt_arrays({"w": np.ones(5000)}, bundle=keys, weight=1.0, settings=s)
+    server = keys.public_only()
+    validate_payload(good, bundle=server)
+    dropped = _tamper(
+        good, chunks=good.chunks[:-1] if len(good.chunks) > 1 else (good.chunks[0][:512],)
+    )
+    with pytest.raises(PayloadError):
+        validate_payload(dropped, bundle=server)
+    # All-ones bytes: not a CKKS ciphertext, and above n^2 for Paillier.
+    garbage = _tamper(good, chunks=(b"\xff" * len(good.chunks[0]),) + good.chunks[1:])
+    with pytest.raises(PayloadError):
+        validate_payload(garbage, bundle=server)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message
+from flwr.app import Array, Context, Message
 from flwr.clientapp import ClientApp
 
 from app import client_app as apps
@@ -42,6 +42,7 @@ def test_encrypted_run_matches_plaintext(backend: str, plain_run: dict, tmp_path
         assert enc["train"]["num-replies"] == 5 and enc["failures"] == []
         assert enc["bytes-up"] > plain["bytes-up"]  # ciphertexts are larger than floats
     assert results["final"]["accuracy"] >= 0.9
+    assert (Path(results["path"]).parent / "global-model.he.json").exists()
 
 
 def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
@@ -70,6 +71,34 @@ def test_client_with_other_keys_is_rejected_and_round_goes_on(tmp_path: Path) ->
     r1 = results["rounds"][0]
     assert r1["train"]["num-replies"] == 3
     assert any("different key generations" in f["reason"] for f in r1["failures"])
+    assert results["final"]["accuracy"] >= 0.8
+
+
+def _truncate_from_partition_1(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202
+    """Partition 1 cuts its encrypted training reply short (a transport or client bug)."""
+    reply = call_next(msg, context)
+    if context.node_config["partition-id"] == 1 and msg.metadata.message_type == "train":
+        arrays = reply.content["arrays"]
+        key = sorted(k for k in arrays.keys() if k.startswith("he-chunk-"))[0]
+        chunk = arrays[key]
+        arrays[key] = Array(chunk.dtype, (100,), chunk.stype, chunk.data[:100])
+    return reply
+
+
+def test_truncated_ciphertext_is_rejected_and_fedprox_goes_on(tmp_path: Path) -> None:
+    results = simulate(
+        {"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks",
+         "strategy": "fedprox", "proximal-mu": 0.1},
+        num_supernodes=4,
+        clients=_clients_with(_truncate_from_partition_1),
+    )  # fmt: skip
+    assert results["status"] == "completed"
+    for r in results["rounds"]:
+        assert r["train"]["num-replies"] == 3
+        (failure,) = r["failures"]
+        assert (
+            "invalid encrypted update: CKKS chunk 0 is not a valid ciphertext" in failure["reason"]
+        )
     assert results["final"]["accuracy"] >= 0.8
 
 
