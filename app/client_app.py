@@ -10,22 +10,26 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from app.attack import attack_mod, poison
 from app.config import ClientSettings
-from app.he_mod import he_mod
+from app.he_mod import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
     CONFIG,
     METRICS,
     MOMENTS,
     NUM_EXAMPLES,
+    PARTITION_ID,
     SETUP_ACTION,
     STANDARDIZE_MEAN,
     STANDARDIZE_STD,
 )
+from privacy.he.protocol import SCORES_ACTION
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
-app = ClientApp(mods=[he_mod])
+app = ClientApp(mods=[he_mod, attack_mod])
+app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -42,7 +46,12 @@ def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, Client
     partition_id, num_partitions = _partition(context)
     settings = ClientSettings.from_message_config(msg.content[CONFIG], partition_id=partition_id)
     task = get_task(settings.task)
-    return task, settings, task.load_partition(partition_id, num_partitions, settings.spec)
+    data = task.load_partition(partition_id, num_partitions, settings.spec)
+    return (
+        task,
+        settings,
+        poison(data, task.num_classes, msg.content[CONFIG], (partition_id, num_partitions)),
+    )
 
 
 def _model(task: Task, msg: Message) -> nn.Module:
@@ -84,10 +93,11 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query(SETUP_ACTION)
 def describe(msg: Message, context: Context) -> Message:
-    """Training-set size and, for tabular tasks, feature moments for standardization."""
+    """Partition id, training-set size and, for tabular tasks, feature moments."""
     task, _, data = _setup(msg, context)
+    info = {PARTITION_ID: _partition(context)[0]}
     if not isinstance(task, TabularTask):
-        return _reply(msg, {}, len(data.train))
+        return _reply(msg, info, len(data.train))
     m = task.feature_moments(data.train)
     arrays = ArrayRecord({"total": Array(m.total), "total-sq": Array(m.total_sq)})
-    return _reply(msg, {}, m.count, {MOMENTS: arrays})
+    return _reply(msg, info, m.count, {MOMENTS: arrays})

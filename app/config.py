@@ -10,8 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.attack import ATTACKS, Attack
 from data.partition import PARTITIONERS, PartitionSpec
-from strategies import STRATEGIES
+from strategies import STRATEGIES, Robustness
+from strategies.factory import BUILTIN_ROBUST
+from strategies.robust import QUARTILES, SCORES, BoxPlot
 from tasks import TASK_NAMES
 from tasks.base import TrainSettings
 
@@ -121,13 +124,14 @@ class HeConfig:
             workers=_number(cfg, "he.workers", int, lambda v: v >= 1, "an integer >= 1"),
         )
 
-    def key_params(self) -> dict[str, Any]:
-        """Parameters for key generation by the dealer."""
+    def key_params(self, *, eval_keys: bool = False) -> dict[str, Any]:
+        """Parameters for key generation by the dealer (``eval_keys``: encrypted filtering)."""
         if self.backend == "ckks":
             return {
                 "poly-modulus-degree": self.poly_modulus_degree,
                 "coeff-mod-bit-sizes": list(self.coeff_mod_bit_sizes),
                 "scale-bits": self.scale_bits,
+                "eval-keys": eval_keys,
             }
         return {"key-bits": self.key_bits}
 
@@ -140,6 +144,105 @@ class HeConfig:
             "he.packed": self.packing == "packed",
             "he.workers": self.workers,
         }
+
+
+FILTERS = ("none", "boxplot", "boxplot-coordinate")
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """The ``robust.`` sub-table: box-plot filtering and the built-ins' assumptions."""
+
+    filter: str
+    scores: tuple[str, ...]  # empty: "auto"
+    k: float
+    quartiles: str
+    num_malicious: int
+    trim_beta: float
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> RobustConfig:
+        text = _get(cfg, "robust.scores", str)
+        scores = () if text == "auto" else tuple(s.strip() for s in text.split(","))
+        _check("robust.scores", text, all(s in SCORES for s in scores),
+               "auto, or a comma-separated list of " + " | ".join(SCORES))  # fmt: skip
+        return cls(
+            filter=_choice(cfg, "robust.filter", FILTERS),
+            scores=scores,
+            k=_number(cfg, "robust.k", float, lambda v: v >= 0, "a float >= 0"),
+            quartiles=_choice(cfg, "robust.quartiles", QUARTILES),
+            num_malicious=_number(
+                cfg, "robust.num-malicious", int, lambda v: v >= 0, "an integer >= 0"
+            ),
+            trim_beta=_number(
+                cfg, "robust.trim-beta", float, lambda v: 0 <= v < 0.5, "0 <= x < 0.5"
+            ),
+        )
+
+    def robustness(self, *, encrypted: bool) -> Robustness:
+        """Strategy settings; ``auto`` scores are the median distance, the mean one under HE."""
+        box = None
+        if self.filter != "none":
+            auto = ("mean-distance",) if encrypted else ("median-distance",)
+            box = BoxPlot(
+                k=self.k,
+                scores=self.scores or auto,
+                variant="coordinate" if self.filter == "boxplot-coordinate" else "client",
+                quartiles=self.quartiles,
+            )
+        return Robustness(box=box, num_malicious=self.num_malicious, trim_beta=self.trim_beta)
+
+
+def _attack(cfg: Mapping[str, Any]) -> Attack:
+    return Attack(
+        type=_choice(cfg, "attack.type", ATTACKS),
+        fraction=_number(cfg, "attack.fraction", float, lambda v: 0 <= v < 1, "0 <= x < 1"),
+        scale=_number(cfg, "attack.scale", float, lambda v: v > 0, "a float > 0"),
+        noise_std=_number(cfg, "attack.noise-std", float, lambda v: v > 0, "a float > 0"),
+        value=_get(cfg, "attack.value", float),
+        seed=_get(cfg, "seed", int),
+    )
+
+
+def _check_layers(strategy: str, he: HeConfig, robust: RobustConfig) -> None:
+    """Refuse combinations of strategy, encryption and filtering that cannot work."""
+    if strategy in BUILTIN_ROBUST and robust.filter != "none":
+        raise ConfigError(
+            f"run-config key 'robust.filter' = {robust.filter!r} composes with fedavg or "
+            f"fedprox only; strategy {strategy!r} is itself a robust aggregator"
+        )
+    if not he.enabled:
+        return
+    if strategy in BUILTIN_ROBUST:
+        raise ConfigError(
+            f"run-config key 'strategy' = {strategy!r} needs plaintext updates; with "
+            "he.backend set use fedavg or fedprox (optionally with robust.filter = 'boxplot')"
+        )
+    if robust.filter == "none":
+        return
+    if he.backend == "paillier":
+        raise ConfigError(
+            "run-config key 'robust.filter' needs scores of updates the server cannot read: "
+            "Paillier ciphertexts can only be added, so it cannot compute them. Use "
+            "he.backend = 'ckks' with he.coeff-mod-bit-sizes = '60,40,40,60'"
+        )
+    if robust.filter == "boxplot-coordinate":
+        raise ConfigError(
+            "run-config key 'robust.filter' = 'boxplot-coordinate' compares every "
+            "coordinate, which CKKS cannot do; use 'boxplot' with he.backend = 'ckks'"
+        )
+    if "median-distance" in robust.scores:
+        raise ConfigError(
+            "run-config key 'robust.scores' = 'median-distance' needs a coordinate-wise "
+            "median, which CKKS cannot compute; use 'mean-distance' and/or 'norm' (or auto)"
+        )
+    if len(he.coeff_mod_bit_sizes) < 4:
+        raise ConfigError(
+            "run-config key 'he.coeff-mod-bit-sizes' = "
+            f"{','.join(map(str, he.coeff_mod_bit_sizes))!r} leaves no multiplicative level "
+            "for encrypted box-plot scores; allowed with robust.filter: two levels, "
+            "e.g. '60,40,40,60'"
+        )
 
 
 @dataclass(frozen=True)
@@ -162,10 +265,15 @@ class AppConfig:
     seed: int
     output_dir: str
     he: HeConfig
+    robust: RobustConfig
+    attack: Attack
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
         positive_int = (lambda v: v >= 1, "an integer >= 1")
+        strategy, he = _choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
+        robust = RobustConfig.from_run_config(cfg)
+        _check_layers(strategy, he, robust)
         return cls(
             task=_choice(cfg, "task", TASK_NAMES),
             num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
@@ -179,7 +287,7 @@ class AppConfig:
             local_epochs=_number(cfg, "local-epochs", int, *positive_int),
             batch_size=_number(cfg, "batch-size", int, *positive_int),
             learning_rate=_number(cfg, "learning-rate", float, lambda v: v > 0, "a float > 0"),
-            strategy=_choice(cfg, "strategy", STRATEGIES),
+            strategy=strategy,
             proximal_mu=_number(cfg, "proximal-mu", float, lambda v: v >= 0, "a float >= 0"),
             partitioner=_choice(cfg, "partitioner", PARTITIONERS),
             dirichlet_alpha=_number(cfg, "dirichlet-alpha", float, lambda v: v > 0, "a float > 0"),
@@ -188,7 +296,9 @@ class AppConfig:
             output_dir=_number(
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
-            he=HeConfig.from_run_config(cfg),
+            he=he,
+            robust=robust,
+            attack=_attack(cfg),
         )
 
     def client_config(self) -> dict[str, Any]:
@@ -203,6 +313,7 @@ class AppConfig:
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
+            **(self.attack.as_config() if self.attack.active else {}),
         }
 
 

@@ -13,7 +13,17 @@ import time
 from functools import lru_cache
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
@@ -24,11 +34,13 @@ from privacy.he import (
     KeyBundle,
     Payload,
     PayloadError,
+    ckks,
     decrypt_arrays,
     encrypt_arrays,
     is_encrypted,
     load_bundle,
 )
+from privacy.he.protocol import FINGERPRINT_KEY, SCORES_ACTION, SCORES_KEY
 
 NODE_BUNDLE_KEY = "he-client-bundle"
 
@@ -36,6 +48,21 @@ NODE_BUNDLE_KEY = "he-client-bundle"
 @lru_cache(maxsize=4)
 def _bundle(path: str) -> KeyBundle:
     return load_bundle(path, expect_private=True)
+
+
+def client_bundle(cfg: ConfigRecord, context: Context) -> KeyBundle:
+    """This node's key bundle (with secret key), checked against the server's backend."""
+    path = context.node_config.get(NODE_BUNDLE_KEY) or cfg.get("he.client-bundle")
+    if not path:
+        raise BundleError(
+            f"no key bundle; start the SuperNode with --node-config '{NODE_BUNDLE_KEY}=<path>'"
+        )
+    bundle = _bundle(str(path))
+    if bundle.backend != cfg["he.backend"]:
+        raise BundleError(
+            f"the server uses {cfg['he.backend']}, this node's bundle is {bundle.backend}"
+        )
+    return bundle
 
 
 def _failed(msg: Message, reason: str) -> Message:
@@ -62,18 +89,8 @@ def he_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Mess
         return call_next(msg, context)
     if cfg.get("he.backend", "none") == "none":
         return call_next(msg, context)
-    path = context.node_config.get(NODE_BUNDLE_KEY) or cfg.get("he.client-bundle")
-    if not path:
-        return _failed(
-            msg,
-            f"no key bundle; start the SuperNode with --node-config '{NODE_BUNDLE_KEY}=<path>'",
-        )
     try:
-        bundle = _bundle(str(path))
-        if bundle.backend != cfg["he.backend"]:
-            raise BundleError(
-                f"the server uses {cfg['he.backend']}, this node's bundle is {bundle.backend}"
-            )
+        bundle = client_bundle(cfg, context)
     except BundleError as e:
         return _failed(msg, str(e))
     arrays = msg.content.array_records.get(ARRAYS)
@@ -108,3 +125,32 @@ def _encrypt_reply(reply: Message, bundle: KeyBundle, cfg: dict, context: Contex
     metrics["he-clipped"] = payload.header.clipped
     metrics["he-encrypt-s"] = time.perf_counter() - start
     return reply
+
+
+def decrypt_scores(msg: Message, context: Context) -> Message:
+    """Answer the encrypted box plot's score query: decrypt one-value ciphertexts only.
+
+    At most ``3 * he.max-count`` scalars (three score kinds), once per round, and
+    only under this node's own key generation; anything else gets an error reply.
+    """
+    cfg = msg.content[CONFIG]
+    if SCORES_ACTION not in context.state:
+        context.state[SCORES_ACTION] = ConfigRecord({"round": 0})
+    state = context.state[SCORES_ACTION]
+    try:
+        bundle = client_bundle(cfg, context)
+        if cfg.get(FINGERPRINT_KEY) != bundle.fingerprint:
+            raise BundleError(
+                f"scores are under key {cfg.get(FINGERPRINT_KEY)}, "
+                f"this node holds {bundle.fingerprint}"
+            )
+        server_round, chunks = int(cfg["server-round"]), list(cfg[SCORES_KEY])
+        if server_round <= int(state["round"]):
+            raise PayloadError(f"scores of round {server_round} were already decrypted")
+        if len(chunks) > 3 * int(cfg["he.max-count"]):
+            raise PayloadError(f"{len(chunks)} scores exceed 3 per client of the round")
+        values = ckks.decrypt_scalars(chunks, bundle)
+    except (BundleError, PayloadError, KeyError) as e:
+        return _failed(msg, f"score query refused: {e}")
+    state["round"] = server_round
+    return Message(RecordDict({METRICS: MetricRecord({SCORES_KEY: values})}), reply_to=msg)

@@ -32,9 +32,9 @@ CLIENT_FILE = "client.json"
 def generate(backend: str, out_dir: str | Path, params: dict[str, Any] | None = None) -> KeyBundle:
     """Write a server and a client bundle of one fresh key generation; return the server one."""
     out = Path(out_dir)
-    client = keygen(backend, params)
-    client.save(out / CLIENT_FILE)
-    server = client.public_only()
+    keys = keygen(backend, params)
+    keys.for_client().save(out / CLIENT_FILE)
+    server = keys.public_only()
     server.save(out / SERVER_FILE)
     return server
 
@@ -65,6 +65,9 @@ def simulation_keys(backend: str, params: dict[str, Any]) -> Iterator[tuple[KeyB
             str(tmp),
         ]
         for key, value in params.items():
+            if isinstance(value, bool):
+                cmd += [f"--{key}"] if value else []
+                continue
             cmd += [
                 f"--{key}",
                 ",".join(map(str, value)) if isinstance(value, list) else str(value),
@@ -83,6 +86,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             "poly-modulus-degree": args.poly_modulus_degree,
             "coeff-mod-bit-sizes": [int(b) for b in args.coeff_mod_bit_sizes.split(",")],
             "scale-bits": args.scale_bits,
+            "eval-keys": args.eval_keys,
         }
     return {"key-bits": args.key_bits}
 
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--poly-modulus-degree", type=int, default=8192, help="CKKS ring degree")
     gen.add_argument("--coeff-mod-bit-sizes", default="60,40", help="CKKS moduli, e.g. 60,40")
     gen.add_argument("--scale-bits", type=int, default=40, help="CKKS scale (log2)")
+    gen.add_argument(
+        "--eval-keys",
+        action="store_true",
+        help="CKKS: add relinearization/Galois keys to server.json for encrypted box-plot "
+        "filtering (needs --coeff-mod-bit-sizes 60,40,40,60)",
+    )
     ins = sub.add_parser("inspect", help="print a bundle's backend, parameters, fingerprint")
     ins.add_argument("path", type=Path)
     args = parser.parse_args(argv)

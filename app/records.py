@@ -4,6 +4,7 @@ ARRAYS = "arrays"  # Flower's key for the model ArrayRecord
 METRICS = "metrics"  # Flower's key for the MetricRecord
 CONFIG = "config"  # Flower's key for the ConfigRecord
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key
+PARTITION_ID = "partition-id"  # node config key; also reported by the setup query
 
 MOMENTS = "moments"  # ArrayRecord of a client's feature moments (tabular tasks)
 SETUP_ACTION = "describe"  # query action: message type "query.describe"

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from app.metering import MeteredGrid
 from privacy.he import Payload, is_encrypted, save_payload
+from strategies.robust import FilterReport
 
 ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (HE runs)
 
@@ -80,6 +81,7 @@ class RunRecorder:
         }
         self._client: dict[str, dict[str, Any] | None] = {"train": None, "evaluate": None}
         self._rejected: list[dict[str, Any]] = []
+        self._filter: dict[str, Any] | None = None
         self._tick = time.perf_counter()
         write_json(self.path, self.data)
 
@@ -96,6 +98,38 @@ class RunRecorder:
     def reject(self, node_id: int, reason: str) -> None:
         """Record a reply the strategy refused to aggregate in this round."""
         self._rejected.append({"node-id": node_id, "reason": f"rejected: {reason}"})
+
+    def nodes(self, sizes: Mapping[int, int], partitions: Mapping[int, int]) -> None:
+        """Record which node holds which partition and how many training examples."""
+        self.data["nodes"] = {
+            str(n): {"partition-id": partitions.get(n), "num-examples": sizes[n]} for n in sizes
+        }
+
+    def attack(self, kind: str, fraction: float, partitions: Iterable[int]) -> None:
+        """Record the attack harness's ground truth (experiments only; strategies never see it)."""
+        bad = sorted(partitions)
+        nodes = [int(n) for n, v in self.data.get("nodes", {}).items() if v["partition-id"] in bad]
+        self.data["attack"] = {
+            "type": kind,
+            "fraction": fraction,
+            "malicious-partitions": bad,
+            "malicious-nodes": sorted(nodes),
+        }
+
+    def filtered(self, server_round: int, report: FilterReport) -> None:
+        """Record this round's box-plot decisions; counts are summed in ``robust``."""
+        self._filter = report.as_dict()
+        totals = self.data.setdefault("robust", {"client-rounds": 0, "dropped": 0})
+        totals["client-rounds"] += report.received
+        totals["dropped"] += len(report.dropped)
+        bad = {str(n) for n in self.data.get("attack", {}).get("malicious-nodes", [])}
+        if "attack" in self.data:
+            dropped = set(self._filter["dropped"])
+            totals["dropped-malicious"] = totals.get("dropped-malicious", 0) + len(dropped & bad)
+            totals["dropped-honest"] = totals.get("dropped-honest", 0) + len(dropped - bad)
+            totals["malicious-client-rounds"] = totals.get("malicious-client-rounds", 0) + len(
+                {str(n) for n in report.nodes} & bad
+            )
 
     def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
         """Wrap centralized evaluation; each call closes a round (0 = before training)."""
@@ -120,9 +154,12 @@ class RunRecorder:
             **self.grid.take().as_dict(),
         }
         entry["failures"] = entry["failures"] + self._rejected
+        if self._filter is not None:
+            entry["robust"] = self._filter
         self._tick = now
         self._client = {"train": None, "evaluate": None}
         self._rejected = []
+        self._filter = None
         if server_round == 0:
             self.data["setup"] = entry
         else:

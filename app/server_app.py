@@ -26,6 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
+from app.attack import malicious_partitions
 from app.config import AppConfig, ConfigError, HeConfig
 from app.keys import simulation_keys
 from app.metering import MeteredGrid
@@ -34,6 +35,7 @@ from app.records import (
     METRICS,
     MOMENTS,
     NUM_EXAMPLES,
+    PARTITION_ID,
     SETUP_ACTION,
     STANDARDIZE_MEAN,
     STANDARDIZE_STD,
@@ -68,7 +70,7 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     log(INFO, "run_server: task=%s strategy=%s he=%s, results in %s",
         cfg.task, cfg.strategy, cfg.he.backend, recorder.run_dir)  # fmt: skip
     try:
-        with he_keys(cfg.he) as (bundle, client_config):
+        with he_keys(cfg.he, eval_keys=cfg.robust.filter != "none") as (bundle, client_config):
             _train(cfg, task, metered, recorder, bundle, client_config)
     except BaseException as e:
         recorder.finish("failed", error=f"{type(e).__name__}: {e}")
@@ -92,10 +94,16 @@ def _train(
     bundle: KeyBundle | None,
     he_client_config: dict[str, Any],
 ) -> None:
-    num_nodes = _wait_for_nodes(grid, cfg.min_clients)
-    _check_capacity(task, num_nodes)
+    nodes = _wait_for_nodes(grid, cfg.min_clients)
+    _check_capacity(task, nodes)
     client_config = ConfigRecord({**cfg.client_config(), **he_client_config})
-    sizes, moments = describe_nodes(grid, client_config)
+    sizes, partitions, moments = describe_nodes(grid, client_config)
+    recorder.nodes(sizes, partitions)
+    if cfg.attack.active:
+        bad = malicious_partitions(cfg.seed, cfg.attack.fraction, len(partitions))
+        recorder.attack(cfg.attack.type, cfg.attack.fraction, bad)
+        log(WARNING, "_train: ATTACK HARNESS ON: %s by partitions %s (experiments only)",
+            cfg.attack.type, sorted(bad))  # fmt: skip
     model = task.build_model()
     if isinstance(task, TabularTask):
         mean, std = moments.mean_std()
@@ -107,12 +115,15 @@ def _train(
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
         min_nodes=cfg.min_clients,
+        num_nodes=nodes,
         proximal_mu=cfg.proximal_mu,
         train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
         evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
         on_reject=recorder.reject,
         he_bundle=bundle,
         num_examples=sizes,
+        robust=cfg.robust.robustness(encrypted=bundle is not None),
+        on_filter=recorder.filtered,
     )
     central = None
     if bundle is None:
@@ -130,13 +141,16 @@ def _train(
 
 
 @contextmanager
-def he_keys(he: HeConfig) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
+def he_keys(
+    he: HeConfig, *, eval_keys: bool = False
+) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
     """The server's public-only bundle and what clients need to find theirs.
 
     Deployment: ``he.server-bundle`` names the dealer's server bundle; SuperNodes
     hold the client bundle via node config (``he.client-bundle`` only serves
     simulations that bring their own keys). Simulation: a dealer process makes
     per-run keys in a private temp dir and the server loads only the server bundle.
+    ``eval_keys`` (encrypted box plot) asks for relinearization/Galois keys.
     """
     if not he.enabled:
         yield None, {}
@@ -146,10 +160,19 @@ def he_keys(he: HeConfig) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
             raise ConfigError(
                 f"he.server-bundle is a {bundle.backend} bundle but he.backend = {he.backend!r}"
             )
+        if eval_keys and bundle.evaluation is None:
+            raise ConfigError(
+                "he.server-bundle has no evaluation keys, which robust.filter needs; generate "
+                "keys with: python -m app.keys generate --backend ckks --eval-keys "
+                "--coeff-mod-bit-sizes 60,40,40,60"
+            )
         # Simulation with keys of your own: the path simulated clients load.
         yield bundle, ({"he.client-bundle": he.client_bundle} if he.client_bundle else {})
     else:
-        with simulation_keys(he.backend, he.key_params()) as (bundle, client_path):
+        with simulation_keys(he.backend, he.key_params(eval_keys=eval_keys)) as (
+            bundle,
+            client_path,
+        ):
             log(
                 INFO,
                 "he_keys: per-run %s keys %s (simulation dealer)",
@@ -183,11 +206,14 @@ def _check_capacity(task: Task, num_nodes: int) -> None:
         )
 
 
-def describe_nodes(grid: Grid, config: ConfigRecord) -> tuple[dict[int, int], Moments | None]:
-    """Ask every node for its training-set size (and, for tabular tasks, feature moments).
+def describe_nodes(
+    grid: Grid, config: ConfigRecord
+) -> tuple[dict[int, int], dict[int, int], Moments | None]:
+    """Ask every node for its partition id, training-set size and (tabular) feature moments.
 
     Reveals each client's training-set size and, for tabular tasks, its feature
     sums and sums of squares to the server. Nodes that fail are logged and left out.
+    Returns sizes and partition ids by node id, and the combined moments.
     """
     record = RecordDict({CONFIG: config})
     kind = f"{MessageType.QUERY}.{SETUP_ACTION}"
@@ -195,6 +221,7 @@ def describe_nodes(grid: Grid, config: ConfigRecord) -> tuple[dict[int, int], Mo
         Message(content=record, message_type=kind, dst_node_id=n) for n in grid.get_node_ids()
     ]
     sizes: dict[int, int] = {}
+    partitions: dict[int, int] = {}
     parts = []
     for reply in grid.send_and_receive(messages):
         node = reply.metadata.src_node_id
@@ -202,13 +229,14 @@ def describe_nodes(grid: Grid, config: ConfigRecord) -> tuple[dict[int, int], Mo
             log(WARNING, "describe_nodes: node %d failed: %s", node, reply.error.reason)
             continue
         sizes[node] = int(reply.content[METRICS][NUM_EXAMPLES])
+        partitions[node] = int(reply.content[METRICS][PARTITION_ID])
         if MOMENTS in reply.content.array_records:
             arrays = reply.content[MOMENTS]
             parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
     if not sizes:
         raise RuntimeError("describe_nodes: no node answered the setup query")
     log(INFO, "describe_nodes: %d nodes, %d training examples", len(sizes), sum(sizes.values()))
-    return sizes, combine(parts) if parts else None
+    return sizes, partitions, combine(parts) if parts else None
 
 
 def central_evaluation(task: Task, model: nn.Module) -> EvaluateFn:

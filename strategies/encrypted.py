@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from privacy.he import KeyBundle, Payload, PayloadError, aggregate, validate_payload
-from strategies.validation import ReplyValidation
+from strategies.validation import ReplyValidation, reply_weight
 
 
 class KeyMismatchError(RuntimeError):
@@ -100,12 +100,16 @@ class EncryptedAggregation(ReplyValidation):
                 if "different key generations" in str(e):
                     mismatches.append(reason)
                 continue
-            self.num_examples[node] = int(
-                next(iter(reply.content.metric_records.values()))[self.weighted_by_key]
-            )
+            self.num_examples[node] = int(reply_weight(reply.content, self.weighted_by_key))
             kept.append(reply)
             payloads.append(payload)
         return kept, payloads, mismatches
+
+    def _select(
+        self, server_round: int, kept: list[Message], payloads: list[Payload]
+    ) -> tuple[list[Message], list[Payload]]:
+        """Which valid replies to add up; all of them here, filters override this."""
+        return kept, payloads
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -118,6 +122,9 @@ class EncryptedAggregation(ReplyValidation):
                     f"round {server_round}: every client encrypted under another key than the "
                     f"server's ({self.bundle.fingerprint}); {mismatches[0]}"
                 )
+            return None, None
+        kept, payloads = self._select(server_round, kept, payloads)
+        if not payloads:
             return None, None
         start = time.perf_counter()
         summed = aggregate(payloads, bundle=self.bundle)

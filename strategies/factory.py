@@ -1,32 +1,101 @@
-"""Build a Flower strategy from its run-config name.
+"""Build a Flower strategy from its run-config name and the layers the run asks for.
 
-Plain FedAvg and FedProx are Flower's own; FedProx only adds ``proximal-mu`` to
-the train config and the client adds the proximal term to its loss.
+Plain FedAvg and FedProx are Flower's own (FedProx only adds ``proximal-mu`` to
+the train config; the client adds the proximal term to its loss). Encryption
+and box-plot filtering are mixins over them; Flower's robust built-ins (Krum,
+MultiKrum, FedMedian, FedTrimmedAvg, Bulyan) run on plaintext only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flwr.app import MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+)
 
 from privacy.he import KeyBundle
 from strategies.encrypted import EncryptedFedAvg, EncryptedFedProx
+from strategies.encrypted_robust import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
+from strategies.robust import BoxPlot, BoxPlotFedAvg, BoxPlotFedProx, FilterFn
 from strategies.validation import RejectFn, ReplyValidation
 
-STRATEGIES = ("fedavg", "fedprox")
+BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "bulyan": Bulyan,
+}
+STRATEGIES = ("fedavg", "fedprox", *BUILTIN_ROBUST)
 
 
-class ValidatedFedAvg(ReplyValidation, FedAvg):
-    """Flower's FedAvg that drops malformed replies instead of stopping the run."""
+def _validated(base: type[FedAvg]) -> type[FedAvg]:
+    return type(
+        f"Validated{base.__name__}",
+        (ReplyValidation, base),
+        {"__doc__": f"Flower's {base.__name__} that drops malformed replies, not the run."},
+    )
 
 
-class ValidatedFedProx(ReplyValidation, FedProx):
-    """Flower's FedProx that drops malformed replies instead of stopping the run."""
+ValidatedFedAvg, ValidatedFedProx = _validated(FedAvg), _validated(FedProx)
+_VALIDATED_ROBUST = {name: _validated(cls) for name, cls in BUILTIN_ROBUST.items()}
 
+# (strategy, encrypted, box-plot filtered) -> class
+_CLASSES: dict[tuple[str, bool, bool], type[FedAvg]] = {
+    ("fedavg", False, False): ValidatedFedAvg,
+    ("fedprox", False, False): ValidatedFedProx,
+    ("fedavg", False, True): BoxPlotFedAvg,
+    ("fedprox", False, True): BoxPlotFedProx,
+    ("fedavg", True, False): EncryptedFedAvg,
+    ("fedprox", True, False): EncryptedFedProx,
+    ("fedavg", True, True): EncryptedBoxPlotFedAvg,
+    ("fedprox", True, True): EncryptedBoxPlotFedProx,
+}
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """Robust-aggregation settings: a box-plot filter, or the built-ins' assumptions.
+
+    ``num_malicious`` is the ``f`` that Krum, MultiKrum and Bulyan assume;
+    ``trim_beta`` the fraction FedTrimmedAvg cuts from each end.
+    """
+
+    box: BoxPlot | None = None
+    num_malicious: int = 0
+    trim_beta: float = 0.2
+
+
+def _builtin_kwargs(name: str, robust: Robustness, expected_replies: int) -> dict[str, object]:
+    f = robust.num_malicious
+    if name == "bulyan" and expected_replies < 4 * f + 3:
+        raise ValueError(
+            f"bulyan needs at least 4*f+3 = {4 * f + 3} replies per round for "
+            f"robust.num-malicious = {f}, but a round has {expected_replies}"
+        )
+    if name in ("krum", "multikrum") and expected_replies < 2 * f + 3:
+        raise ValueError(
+            f"{name} needs at least 2*f+3 = {2 * f + 3} replies per round for "
+            f"robust.num-malicious = {f}, but a round has {expected_replies}"
+        )
+    if name in ("krum", "bulyan"):
+        return {"num_malicious_nodes": f}
+    if name == "multikrum":
+        return {"num_malicious_nodes": f, "num_nodes_to_select": max(1, expected_replies - f)}
+    if name == "fedtrimmedavg":
+        return {"beta": robust.trim_beta}
+    return {}
 
 
 def make_strategy(
@@ -35,18 +104,23 @@ def make_strategy(
     fraction_train: float,
     fraction_evaluate: float,
     min_nodes: int,
+    num_nodes: int | None = None,
     proximal_mu: float = 0.0,
     train_metrics_aggr_fn: MetricsAggrFn | None = None,
     evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
     on_reject: RejectFn | None = None,
     he_bundle: KeyBundle | None = None,
     num_examples: dict[int, int] | None = None,
+    robust: Robustness | None = None,
+    on_filter: FilterFn | None = None,
 ) -> FedAvg:
-    """The strategy called ``name`` (one of ``STRATEGIES``).
+    """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
-    With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts.
+    With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts;
+    with ``robust.box`` box-plot filtering runs before aggregation.
     """
-    common = dict(
+    robust = robust or Robustness()
+    common: dict[str, object] = dict(
         fraction_train=fraction_train,
         fraction_evaluate=fraction_evaluate,
         min_train_nodes=min_nodes,
@@ -56,14 +130,18 @@ def make_strategy(
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         on_reject=on_reject,
     )
+    if name in BUILTIN_ROBUST:
+        if he_bundle is not None or robust.box is not None:
+            raise ValueError(f"{name} is Flower's plaintext-only strategy; use it without he/box")
+        expected = max(int((num_nodes or min_nodes) * fraction_train), min_nodes)
+        return _VALIDATED_ROBUST[name](**common, **_builtin_kwargs(name, robust, expected))
+    key = (name, he_bundle is not None, robust.box is not None)
+    if key not in _CLASSES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "fedprox":
+        common["proximal_mu"] = proximal_mu
     if he_bundle is not None:
-        encrypted = dict(common, bundle=he_bundle, num_examples=num_examples)
-        if name == "fedavg":
-            return EncryptedFedAvg(**encrypted)
-        if name == "fedprox":
-            return EncryptedFedProx(proximal_mu=proximal_mu, **encrypted)
-    elif name == "fedavg":
-        return ValidatedFedAvg(**common)
-    elif name == "fedprox":
-        return ValidatedFedProx(proximal_mu=proximal_mu, **common)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+        common.update(bundle=he_bundle, num_examples=num_examples)
+    if robust.box is not None:
+        common.update(box=robust.box, on_filter=on_filter)
+    return _CLASSES[key](**common)

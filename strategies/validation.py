@@ -24,6 +24,11 @@ def array_signature(arrays: ArrayRecord) -> Signature:
     return {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
 
 
+def reply_weight(content: RecordDict, weight_key: str) -> float:
+    """The aggregation weight of a validated reply (its only MetricRecord's ``weight_key``)."""
+    return float(next(iter(content.metric_records.values()))[weight_key])
+
+
 def reply_problem(
     content: RecordDict, *, weight_key: str, arrays_key: str | None, expected: Signature | None
 ) -> str | None:

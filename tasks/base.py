@@ -36,11 +36,12 @@ class Task(ABC):
 
     ``metric_names`` are the metrics ``evaluate`` always returns (clients report
     these); ``evaluate`` may add more when they are defined (e.g. ROC-AUC needs
-    both classes).
+    both classes). ``num_classes`` counts the label values ``0 .. num_classes-1``.
     """
 
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
+    num_classes: ClassVar[int]
 
     @abstractmethod
     def build_model(self) -> nn.Module: ...

@@ -51,6 +51,7 @@ class BreastCancer(TabularTask):
 
     name = "breast-cancer"
     metric_names = ("loss", "accuracy", "precision", "recall", "f1")
+    num_classes = 2
 
     def __init__(self, *, test_fraction: float = 0.2, split_seed: int = 42) -> None:
         self.test_fraction = test_fraction

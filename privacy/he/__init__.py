@@ -7,6 +7,8 @@ from privacy.he.codec import (
     check_compatible,
     decrypt_arrays,
     encrypt_arrays,
+    encrypted_scores,
+    score_bound,
     validate_payload,
 )
 from privacy.he.payload import Payload, PayloadError, is_encrypted, load_payload, save_payload
@@ -34,6 +36,8 @@ __all__ = [
     "check_compatible",
     "decrypt_arrays",
     "encrypt_arrays",
+    "encrypted_scores",
+    "score_bound",
     "is_encrypted",
     "keygen",
     "load_bundle",

@@ -30,12 +30,16 @@ class KeyBundle:
     ``public`` is what the server may hold (CKKS: a TenSEAL context without the
     secret key; Paillier: the modulus n). ``secret`` is the secret key material
     (CKKS: the full context; Paillier: p and q), present only in client bundles.
+    ``evaluation`` (CKKS with ``eval-keys``) holds relinearization and Galois
+    keys, which let the server multiply and sum slots for encrypted box-plot
+    scores; only the server bundle carries them (tens of MB, clients need none).
     """
 
     backend: str
     params: dict[str, Any]
     public: bytes
     secret: bytes | None = field(default=None, repr=False)
+    evaluation: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -58,6 +62,10 @@ class KeyBundle:
         """The server's view: same fingerprint, no secret key."""
         return replace(self, secret=None)
 
+    def for_client(self) -> KeyBundle:
+        """The clients' view: same fingerprint, no server-side evaluation keys."""
+        return replace(self, evaluation=None)
+
     def require_secret(self, purpose: str) -> bytes:
         if self.secret is None:
             raise BundleError(
@@ -75,6 +83,8 @@ class KeyBundle:
                 "fingerprint": self.fingerprint,
                 "public": base64.b64encode(self.public).decode(),
                 "secret": None if self.secret is None else base64.b64encode(self.secret).decode(),
+                "evaluation": None if self.evaluation is None else _b64(self.evaluation),
+                "evaluation-sha256": None if self.evaluation is None else _sha(self.evaluation),
             }
         )
 
@@ -89,7 +99,12 @@ class KeyBundle:
                 params=dict(raw["params"]),
                 public=base64.b64decode(raw["public"], validate=True),
                 secret=None if raw["secret"] is None else base64.b64decode(raw["secret"]),
+                evaluation=_unb64(raw.get("evaluation")),
             )
+            if bundle.evaluation is not None and _sha(bundle.evaluation) != raw.get(
+                "evaluation-sha256"
+            ):
+                raise BundleError(f"{source}: evaluation keys do not match their checksum")
         except BundleError:
             raise
         except (ValueError, KeyError, TypeError) as e:
@@ -108,6 +123,18 @@ class KeyBundle:
         with os.fdopen(fd, "w") as f:
             f.write(self.to_json())
         return path
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_bundle(path: str | Path, *, expect_private: bool | None = None) -> KeyBundle:

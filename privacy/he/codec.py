@@ -164,3 +164,50 @@ def decrypt_arrays(
         out[name] = mean[offset : offset + n].reshape(shape).astype(dtype)
         offset += n
     return out
+
+
+def encrypted_scores(
+    payloads: list[Payload],
+    *,
+    bundle: KeyBundle,
+    kinds: tuple[str, ...],
+    reference: Payload | dict[str, np.ndarray],
+) -> dict[str, list[bytes]]:
+    """Per-client encrypted deviation scores for box-plot filtering (CKKS only).
+
+    ``mean-distance`` scores each client against the plain mean of all
+    clients' values, ``norm`` against ``reference`` (the global model of this
+    round: a summed payload, or plaintext arrays in round 1). The server runs
+    this with the evaluation keys and never decrypts; a key holder decrypts the
+    returned scalars, each ``||u_i - c||^2 / d``.
+    """
+    if bundle.backend != "ckks":
+        raise PayloadError(
+            "encrypted scores need ciphertext multiplication; Paillier only adds ciphertexts"
+        )
+    for p in payloads:
+        check_compatible(p, bundle)
+    size = payloads[0].header.layout.size
+    chunks = [list(p.chunks) for p in payloads]
+    weights = [p.header.weight for p in payloads]
+    out = {}
+    for kind in kinds:
+        if kind == "mean-distance":
+            out[kind] = ckks.deviation_scores(chunks, weights, bundle, size)
+        elif kind == "norm" and isinstance(reference, Payload):
+            check_compatible(reference, bundle)
+            out[kind] = ckks.deviation_scores(
+                chunks, weights, bundle, size,
+                center=list(reference.chunks), center_weight=reference.header.weight,
+            )  # fmt: skip
+        elif kind == "norm":
+            _, flat = _layout(reference)
+            out[kind] = ckks.deviation_scores(chunks, weights, bundle, size, center=flat)
+        else:
+            raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")
+    return out
+
+
+def score_bound(clip_value: float) -> float:
+    """Largest honest mean squared deviation: every value and center lie in [-clip, clip]."""
+    return (2.0 * clip_value) ** 2

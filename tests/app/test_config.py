@@ -26,7 +26,11 @@ def test_defaults_parse_and_reach_clients() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("strategy", "fedsgd", "'strategy' = 'fedsgd' is invalid; allowed: fedavg | fedprox"),
+        (
+            "strategy",
+            "fedsgd",
+            "'strategy' = 'fedsgd' is invalid; allowed: fedavg | fedprox | krum",
+        ),
         ("learning-rate", -0.1, "'learning-rate' = -0.1 is invalid; allowed: a float > 0"),
         ("dirichlet-alpha", 0.0, "'dirichlet-alpha' = 0.0 is invalid; allowed: a float > 0"),
         ("partitioner", "shards", "allowed: iid | dirichlet"),
@@ -86,3 +90,53 @@ def test_bad_he_value_names_key(key: str, value: object, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         AppConfig.from_run_config({**default_run_config(), key: value})
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"robust.filter": "trim"}, "allowed: none | boxplot | boxplot-coordinate"),
+        ({"robust.scores": "median-distance,cosine"}, "auto, or a comma-separated list"),
+        ({"robust.k": -1.0}, "'robust.k' = -1.0 is invalid"),
+        ({"attack.type": "backdoor"}, "allowed: none | sign-flip"),
+        ({"attack.fraction": 1.0}, "'attack.fraction' = 1.0 is invalid; allowed: 0 <= x < 1"),
+        ({"strategy": "krum", "robust.filter": "boxplot"}, "composes with fedavg or fedprox"),
+        ({"strategy": "krum", "he.backend": "ckks"}, "needs plaintext updates"),
+        ({"he.backend": "paillier", "robust.filter": "boxplot"}, "Paillier ciphertexts can only"),
+        ({"he.backend": "ckks", "robust.filter": "boxplot"}, "'60,40,40,60'"),
+        (
+            {"he.backend": "ckks", "robust.filter": "boxplot-coordinate",
+             "he.coeff-mod-bit-sizes": "60,40,40,60"},
+            "which CKKS cannot do",
+        ),
+        (
+            {"he.backend": "ckks", "robust.filter": "boxplot", "robust.scores": "median-distance",
+             "he.coeff-mod-bit-sizes": "60,40,40,60"},
+            "use 'mean-distance'",
+        ),
+    ],
+)  # fmt: skip
+def test_impossible_robust_and_attack_settings_are_named(overrides: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AppConfig.from_run_config({**default_run_config(), **overrides})
+    assert expected in str(info.value)
+
+
+def test_auto_scores_follow_encryption() -> None:
+    plain = AppConfig.from_run_config({**default_run_config(), "robust.filter": "boxplot"})
+    assert plain.robust.robustness(encrypted=False).box.scores == ("median-distance",)
+    encrypted = AppConfig.from_run_config(
+        {**default_run_config(), "robust.filter": "boxplot", "he.backend": "ckks",
+         "he.coeff-mod-bit-sizes": "60,40,40,60"}
+    )  # fmt: skip
+    assert encrypted.robust.robustness(encrypted=True).box.scores == ("mean-distance",)
+    assert encrypted.he.key_params(eval_keys=True)["eval-keys"] is True
+
+
+def test_attack_settings_reach_clients_only_when_on() -> None:
+    off = AppConfig.from_run_config(default_run_config())
+    assert not any(k.startswith("attack.") for k in off.client_config())
+    on = AppConfig.from_run_config(
+        {**default_run_config(), "attack.type": "scale", "attack.fraction": 0.2}
+    )
+    assert on.client_config()["attack.type"] == "scale" and on.attack.active

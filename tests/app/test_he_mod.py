@@ -1,6 +1,5 @@
 """The client HE mod, called as Flower calls it: mod(msg, context, call_next)."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,7 @@ from privacy.he import EncodeSettings, KeyBundle, Payload, encrypt_arrays, is_en
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 10}
 
 
-@pytest.fixture(autouse=True)
-def server_identity() -> Iterator[None]:
-    """Flower stamps outgoing messages with the sending task's identity; play the server."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +107,42 @@ def test_error_replies_pass_through_untouched(bundle_path) -> None:
 
     reply = he_mod(_message(ArrayRecord({"w": Array(WEIGHTS["w"])})), _context(path), failing)
     assert reply.has_error() and reply.error.reason == "boom"
+
+
+def _score_query(keys: KeyBundle, chunks: list[bytes], server_round: int = 1) -> Message:
+    from privacy.he.protocol import FINGERPRINT_KEY, SCORES_KEY
+
+    cfg = ConfigRecord(
+        {**_config(), SCORES_KEY: chunks, FINGERPRINT_KEY: keys.fingerprint,
+         "server-round": server_round}
+    )  # fmt: skip
+    return Message(RecordDict({"config": cfg}), dst_node_id=1, message_type="query.he_scores")
+
+
+def test_score_query_decrypts_scalars_once_per_round(tmp_path: Path) -> None:
+    from app.he_mod import decrypt_scores
+    from privacy.he import encrypted_scores
+
+    keys = keygen("ckks", {"coeff-mod-bit-sizes": [60, 40, 40, 60], "eval-keys": True})
+    path = keys.for_client().save(tmp_path / "client.json")
+    updates = [np.full((2, 3), v, np.float32) for v in (0.0, 1.0, 2.0, 3.0)]
+    payloads = [
+        encrypt_arrays({"w": u}, bundle=keys, weight=1.0, settings=EncodeSettings())
+        for u in updates
+    ]
+    cts = encrypted_scores(payloads, bundle=keys.public_only(), kinds=("mean-distance",),
+                           reference={"w": np.zeros((2, 3))})["mean-distance"]  # fmt: skip
+    ctx = _context(path)
+    reply = decrypt_scores(_score_query(keys, cts), ctx)
+    assert not reply.has_error()
+    # mean 1.5: squared deviations 2.25, 0.25, 0.25, 2.25 per value
+    assert reply.content["metrics"]["he.scores"] == pytest.approx(
+        [2.25, 0.25, 0.25, 2.25], abs=1e-4
+    )
+    again = decrypt_scores(_score_query(keys, cts), ctx)
+    assert again.has_error() and "already decrypted" in again.error.reason
+    vector = list(payloads[0].chunks)  # a whole update is no scalar: refused
+    refused = decrypt_scores(_score_query(keys, vector, server_round=2), ctx)
+    assert refused.has_error() and "not one scalar" in refused.error.reason
+    foreign = decrypt_scores(_score_query(keygen("ckks"), cts, server_round=3), ctx)
+    assert foreign.has_error() and "this node holds" in foreign.error.reason

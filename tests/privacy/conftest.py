@@ -20,3 +20,9 @@ def keys(
     request: pytest.FixtureRequest, ckks_keys: KeyBundle, paillier_keys: KeyBundle
 ) -> KeyBundle:
     return ckks_keys if request.param == "ckks" else paillier_keys
+
+
+@pytest.fixture(scope="session")
+def ckks_eval_keys() -> KeyBundle:
+    """CKKS keys for encrypted box-plot scores: two levels and server evaluation keys."""
+    return keygen("ckks", {"coeff-mod-bit-sizes": [60, 40, 40, 60], "eval-keys": True})
