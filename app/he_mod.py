@@ -121,22 +121,30 @@ def _encrypt_reply(reply: Message, bundle: KeyBundle, cfg: dict, context: Contex
     rng = np.random.default_rng([int(cfg["seed"]), int(cfg["server-round"]), node])
     payload = encrypt_arrays(plain, bundle=bundle, weight=weight, settings=_settings(cfg), rng=rng)
     reply.content[ARRAYS] = payload.to_arrays()
+    _score_state(context)["trained-round"] = int(cfg["server-round"])
     metrics["he-weight"] = weight
     metrics["he-clipped"] = payload.header.clipped
     metrics["he-encrypt-s"] = time.perf_counter() - start
     return reply
 
 
+def _score_state(context: Context) -> ConfigRecord:
+    """Rounds this node trained in and answered a score query in (kept across rounds)."""
+    if SCORES_ACTION not in context.state:
+        context.state[SCORES_ACTION] = ConfigRecord({"trained-round": 0, "answered-round": 0})
+    return context.state[SCORES_ACTION]
+
+
 def decrypt_scores(msg: Message, context: Context) -> Message:
     """Answer the encrypted box plot's score query: decrypt one-value ciphertexts only.
 
-    At most ``3 * he.max-count`` scalars (three score kinds), once per round, and
-    only under this node's own key generation; anything else gets an error reply.
+    Only in a round this node trained in, once, under its own key generation,
+    at most two scores per client of the round; values are rounded to 3
+    significant digits (coarser than the CKKS error, which key-recovery attacks
+    on CKKS decryptions exploit). Anything else gets an error reply.
     """
     cfg = msg.content[CONFIG]
-    if SCORES_ACTION not in context.state:
-        context.state[SCORES_ACTION] = ConfigRecord({"round": 0})
-    state = context.state[SCORES_ACTION]
+    state = _score_state(context)
     try:
         bundle = client_bundle(cfg, context)
         if cfg.get(FINGERPRINT_KEY) != bundle.fingerprint:
@@ -145,12 +153,14 @@ def decrypt_scores(msg: Message, context: Context) -> Message:
                 f"this node holds {bundle.fingerprint}"
             )
         server_round, chunks = int(cfg["server-round"]), list(cfg[SCORES_KEY])
-        if server_round <= int(state["round"]):
+        if server_round != int(state["trained-round"]):
+            raise PayloadError(f"this node did not train in round {server_round}")
+        if server_round <= int(state["answered-round"]):
             raise PayloadError(f"scores of round {server_round} were already decrypted")
-        if len(chunks) > 3 * int(cfg["he.max-count"]):
-            raise PayloadError(f"{len(chunks)} scores exceed 3 per client of the round")
-        values = ckks.decrypt_scalars(chunks, bundle)
+        if len(chunks) > 2 * int(cfg["he.max-count"]):
+            raise PayloadError(f"{len(chunks)} scores exceed 2 per client of the round")
+        values = [float(f"{v:.3g}") for v in ckks.decrypt_scalars(chunks, bundle)]
     except (BundleError, PayloadError, KeyError) as e:
         return _failed(msg, f"score query refused: {e}")
-    state["round"] = server_round
+    state["answered-round"] = server_round
     return Message(RecordDict({METRICS: MetricRecord({SCORES_KEY: values})}), reply_to=msg)

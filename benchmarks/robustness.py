@@ -1,8 +1,9 @@
 """Attack x strategy experiment: final accuracy under each attack and malicious fraction.
 
-Usage: python -m benchmarks.robustness [--task breast-cancer] [--rounds 15] [--clients 10]
+Usage: python -m benchmarks.robustness [--tasks breast-cancer] [--rounds 15] [--clients 10]
        [--attacks sign-flip scale ...] [--fractions 0 0.1 0.2 0.3 0.4]
-       [--strategies fedavg boxplot ...] [--out benchmarks/results/robustness.csv]
+       [--strategies fedavg boxplot ...] [--k 1.5] [--quartiles inner]
+       [--out benchmarks/results/robustness.csv]
 
 Runs real Flower simulations. Each finished run is appended to the CSV at once,
 and runs already in it are skipped, so an interrupted experiment resumes. Writes
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from app.attack import UPDATE_ATTACKS
+from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.results import environment
 from app.simulation import simulate
+from benchmarks.he_accuracy import test_metrics_of_encrypted_model
 
 ATTACKS = (*UPDATE_ATTACKS, "label-flip")
 STRATEGIES = (
@@ -82,18 +85,27 @@ def _rates(res: dict[str, Any]) -> tuple[float | None, float | None]:
 
 
 def run_cell(task: str, strategy: str, attack: str, fraction: float, args) -> dict[str, Any]:
+    """One run; encrypted runs are scored by decrypting their final model as a key holder."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as tmp:
         cfg = overrides(strategy, attack, fraction, args.clients) | {
             "task": task,
             "num-server-rounds": args.rounds,
             "fraction-evaluate": 0.0,  # server-side test accuracy is what we compare
             "seed": args.seed,
-            "output-dir": out,
+            "output-dir": str(Path(tmp) / "out"),
         }
+        if "robust.filter" in cfg:
+            cfg |= {"robust.k": args.k, "robust.quartiles": args.quartiles}
+        keys = Path(tmp) / "keys"
+        if cfg.get("he.backend", "none") != "none":
+            coeffs = [int(b) for b in cfg["he.coeff-mod-bit-sizes"].split(",")]
+            generate("ckks", keys, {"coeff-mod-bit-sizes": coeffs, "eval-keys": True})
+            cfg |= {"he.server-bundle": str(keys / SERVER_FILE),
+                    "he.client-bundle": str(keys / CLIENT_FILE)}  # fmt: skip
         res = simulate(cfg, num_supernodes=args.clients)
+        final = res["final"] or test_metrics_of_encrypted_model(res, keys, args.clients)
     honest, malicious = _rates(res)
-    final = res["final"]
     return {
         "task": task, "strategy": strategy, "attack": attack, "fraction": fraction,
         "seed": args.seed, "accuracy": final.get("accuracy"), "f1": final.get("f1"),
@@ -180,6 +192,8 @@ def main() -> None:
     parser.add_argument(
         "--strategies", nargs="+", default=list(STRATEGIES), choices=[*STRATEGIES, *EXTRA]
     )
+    parser.add_argument("--k", type=float, default=1.5, help="box-plot fence width")
+    parser.add_argument("--quartiles", default="inner", choices=["inner", "linear"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,15 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from privacy.he import KeyBundle, Payload, PayloadError, aggregate, validate_payload
+from privacy.he import (
+    KeyBundle,
+    Payload,
+    PayloadError,
+    aggregate,
+    is_encrypted,
+    layout_of,
+    validate_payload,
+)
 from strategies.validation import ReplyValidation, reply_weight
 
 
@@ -69,7 +77,27 @@ class EncryptedAggregation(ReplyValidation):
         nodes = len(list(grid.get_node_ids()))
         config["he.max-count"] = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)  # type: ignore[attr-defined]
         config["he.weight-scale"] = max(self.num_examples.values(), default=1)
+        # What every reply of this round must match: the global model's layout, our clip.
+        self._layout = (
+            Payload.from_arrays(arrays).header.layout
+            if is_encrypted(arrays)
+            else layout_of({k: a.numpy() for k, a in arrays.items()})
+        )
+        self._clip = float(config["he.clip"])
         return super().configure_train(server_round, arrays, config, grid)
+
+    def _check(self, payload: Payload) -> None:
+        """Refuse a payload this round's sum cannot take, before it meets the others."""
+        validate_payload(payload, bundle=self.bundle)
+        h = payload.header
+        if h.count != 1:
+            raise PayloadError(f"a client payload must hold 1 contribution, not {h.count}")
+        if h.layout != self._layout:
+            raise PayloadError("its arrays (names, shapes, dtypes) differ from the global model")
+        if not 0 < h.weight <= 1:
+            raise PayloadError(f"its weight {h.weight} is outside (0, 1]")
+        if h.extra.get("clip") != self._clip:
+            raise PayloadError(f"it was clipped to {h.extra.get('clip')}, not to {self._clip}")
 
     def _payloads(
         self, replies: Iterable[Message]
@@ -87,11 +115,7 @@ class EncryptedAggregation(ReplyValidation):
             node = reply.metadata.src_node_id
             try:
                 payload = Payload.from_arrays(reply.content.array_records[self.arrayrecord_key])  # type: ignore[attr-defined]
-                validate_payload(payload, bundle=self.bundle)
-                if payload.header.count != 1:
-                    raise PayloadError(
-                        f"a client payload must hold 1 contribution, not {payload.header.count}"
-                    )
+                self._check(payload)
             except (PayloadError, KeyError) as e:
                 reason = f"invalid encrypted update: {e}"
                 log(WARNING, "aggregate_train: rejected reply from node %d: %s", node, reason)
@@ -100,7 +124,6 @@ class EncryptedAggregation(ReplyValidation):
                 if "different key generations" in str(e):
                     mismatches.append(reason)
                 continue
-            self.num_examples[node] = int(reply_weight(reply.content, self.weighted_by_key))
             kept.append(reply)
             payloads.append(payload)
         return kept, payloads, mismatches
@@ -126,8 +149,15 @@ class EncryptedAggregation(ReplyValidation):
         kept, payloads = self._select(server_round, kept, payloads)
         if not payloads:
             return None, None
+        for reply in kept:  # only aggregated clients set the next round's weight scale
+            size = int(reply_weight(reply.content, self.weighted_by_key))
+            self.num_examples[reply.metadata.src_node_id] = size
         start = time.perf_counter()
-        summed = aggregate(payloads, bundle=self.bundle)
+        try:
+            summed = aggregate(payloads, bundle=self.bundle)
+        except PayloadError as e:  # checked per reply above; never end the run over it
+            log(WARNING, "aggregate_train: round %d not aggregated: %s", server_round, e)
+            return None, None
         seconds = time.perf_counter() - start
         log(INFO, "aggregate_train: added %d encrypted updates in %.3fs", len(payloads), seconds)
         metrics = self.train_metrics_aggr_fn([r.content for r in kept], self.weighted_by_key)  # type: ignore[attr-defined]

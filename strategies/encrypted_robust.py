@@ -3,21 +3,23 @@
 Protocol per round (CKKS with evaluation keys on the server, two levels):
 
 1. Clients send ``Enc(w_i * u_i)`` as in EncryptedFedAvg (nothing new on their side).
-2. The server computes, on ciphertexts only, one encrypted scalar per client and
-   score: ``||u_i - c||^2 / d`` with ``c`` the mean of this round's updates
-   (``mean-distance``; a coordinate-wise median needs comparisons CKKS cannot do)
-   or the global model it sent (``norm``).
-3. It sends these scalar ciphertexts, without node ids, in one ``query.he_scores``
-   message to one key-holding client, which decrypts them (and only one-value
-   ciphertexts, once per round) and returns the values.
-4. The server applies the Tukey fences to the values and adds the ciphertexts of
-   the clients inside them.
+2. The server computes, on ciphertexts only, encrypted scalars per client:
+   ``||u_i - c||^2 / d`` with ``c`` the global model it sent (``norm``, always
+   computed: it is also the range check) and, if asked, the mean of this
+   round's updates (``mean-distance``; a coordinate-wise median needs
+   comparisons CKKS cannot do).
+3. It sends the scalar ciphertexts, without node ids, in ``query.he_scores``
+   messages to key-holding clients of the round until two answers agree. A
+   client decrypts only one-value ciphertexts, only in a round it trained in,
+   once, and rounds the values to 3 significant digits.
+4. The server applies the Tukey fences and adds the ciphertexts of the clients
+   inside them; a ``norm`` score outside ``[0, (2 clip)^2]`` means an unclipped
+   update, which is dropped.
 
-Revealed: to the server and to the one decrypting client, one score per client
-per round and score kind (the decrypting client cannot tell which client is
-which). Nothing else is decrypted. A malicious server could put a slot of some
-other ciphertext into a one-value vector and have it decrypted: up to one value
-per client and score per round (README, threat model).
+Revealed (honest-but-curious server): to the server and to the (two or more)
+decrypting clients, one or two scores per client per round, without node ids
+for the clients. Nothing else is decrypted. README ("Over encrypted updates")
+states what a malicious server could still obtain.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from strategies.robust import (
     log_report,
 )
 
-ATTEMPTS = 3  # key holders asked in turn before a round is skipped
+ATTEMPTS = 4  # key holders asked in turn for two agreeing answers before a round is skipped
 
 
 class EncryptedBoxPlot(EncryptedAggregation):
@@ -72,6 +74,7 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self._grid: Grid | None = None
         self._global: ArrayRecord | None = None
         self._query_config: dict = {}
+        self._participants: list[int] = []
 
     def summary(self) -> None:
         log(INFO, "\t├──> Box-plot filter on encrypted scores: %s", self.box)
@@ -81,8 +84,9 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._grid, self._global = grid, arrays
-        messages = super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
         self._query_config = {k: v for k, v in config.items() if k.startswith("he.")}
+        self._participants = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def _select(
@@ -100,58 +104,77 @@ class EncryptedBoxPlot(EncryptedAggregation):
             if is_encrypted(self._global)
             else {k: a.numpy() for k, a in self._global.items()}
         )
-        cts = encrypted_scores(payloads, bundle=self.bundle, kinds=self.box.scores,
-                               reference=reference)  # fmt: skip
-        values = self._decrypt_remote(server_round, nodes, cts)
+        # ``norm`` is always computed: against the trusted global model it is the range check.
+        kinds = tuple(dict.fromkeys(("norm", *self.box.scores)))
+        cts = encrypted_scores(payloads, bundle=self.bundle, kinds=kinds, reference=reference)
+        values = self._decrypt_remote(server_round, kinds, cts)
         if values is None:
-            report.dropped = {n: "no key holder decrypted the scores" for n in nodes}
-            report.note = "round skipped: the global model is kept"
+            report.note = "round skipped (global model kept): no two key holders agreed on scores"
             log_report(server_round, report, self.on_filter)
             return [], []
-        bound = score_bound(float(payloads[0].header.extra["clip"]))
-        invalid = {}
-        for kind, msd in values.items():
-            for node, v in zip(nodes, msd, strict=True):
-                if not -1e-3 <= v <= bound * (1 + 1e-3) + 1e-3 and node not in invalid:
-                    invalid[node] = f"{kind} score {v:.4g} outside [0, {bound:g}]: unclipped update"
-        scores = {k: np.sqrt(np.clip(v, 0.0, None)) for k, v in values.items()}
-        report = box_filter(nodes, scores, self.box, invalid=invalid)
+        bound = score_bound(self._clip)
+        invalid = {
+            node: f"norm score {v:.4g} outside [0, {bound:g}]: unclipped update"
+            for node, v in zip(nodes, values["norm"], strict=True)
+            if not -1e-3 <= v <= bound * (1 + 1e-3) + 1e-3
+        }
+        used = self.box.scores
+        if invalid and "mean-distance" in used:  # the mean included the unclipped updates
+            used = ("norm",)
+            report.note = "mean-distance ignored this round: the mean included unclipped updates"
+        scores = {k: np.sqrt(np.clip(values[k], 0.0, None)) for k in used}
+        note, report = report.note, box_filter(nodes, scores, self.box, invalid=invalid)
+        report.note = report.note or note
         log_report(server_round, report, self.on_filter)
         keep = [i for i, n in enumerate(nodes) if n not in report.dropped]
         return [kept[i] for i in keep], [payloads[i] for i in keep]
 
     def _decrypt_remote(
-        self, server_round: int, nodes: list[int], cts: dict[str, list[bytes]]
+        self, server_round: int, kinds: tuple[str, ...], cts: dict[str, list[bytes]]
     ) -> dict[str, np.ndarray] | None:
-        """Ask key holders, one at a time, to decrypt the score scalars."""
+        """Scores from the first two key holders that agree; None if no two agree.
+
+        Two independent answers guard against one malicious decrypting client
+        steering the filter (it would have to collude with another).
+        """
         assert self._grid is not None
-        flat = [c for kind in self.box.scores for c in cts[kind]]
+        flat = [c for kind in kinds for c in cts[kind]]
         config = ConfigRecord(
-            {
-                **self._query_config,
-                SCORES_KEY: flat,
-                FINGERPRINT_KEY: self.bundle.fingerprint,
-                "server-round": server_round,
-            }  # fmt: skip
+            {**self._query_config, SCORES_KEY: flat, FINGERPRINT_KEY: self.bundle.fingerprint,
+             "server-round": server_round}
+        )  # fmt: skip
+        answers: list[np.ndarray] = []
+        candidates = list(self._participants)
+        for i in np.random.default_rng().permutation(len(candidates))[:ATTEMPTS]:
+            got = self._ask(int(candidates[i]), config, len(flat))
+            if got is None:
+                continue
+            if any(np.allclose(got, other, rtol=1e-2, atol=1e-6) for other in answers):
+                return dict(zip(kinds, np.split(got, len(kinds)), strict=True))
+            answers.append(got)
+        return None
+
+    def _ask(self, node: int, config: ConfigRecord, expected: int) -> np.ndarray | None:
+        """One key holder's decrypted scores, or None (logged) for any failure."""
+        assert self._grid is not None
+        message = Message(
+            content=RecordDict({"config": config}),
+            message_type=f"{MessageType.QUERY}.{SCORES_ACTION}",
+            dst_node_id=node,
         )
-        order = np.random.default_rng(server_round).permutation(len(nodes))
-        for node in [nodes[i] for i in order[:ATTEMPTS]]:
-            message = Message(
-                content=RecordDict({"config": config}),
-                message_type=f"{MessageType.QUERY}.{SCORES_ACTION}",
-                dst_node_id=node,
-            )
+        problem = "no reply"
+        try:
             replies = list(self._grid.send_and_receive([message], timeout=self.query_timeout))
-            problem = "no reply"
             if replies and replies[0].has_error():
                 problem = replies[0].error.reason
             elif replies:
-                got = np.asarray(replies[0].content["metrics"].get(SCORES_KEY, []), dtype=float)
-                if got.shape == (len(flat),) and np.all(np.isfinite(got)):
-                    parts = np.split(got, len(self.box.scores))
-                    return dict(zip(self.box.scores, parts, strict=True))
-                problem = f"expected {len(flat)} finite scores, got {got.shape}"
-            log(WARNING, "aggregate_train: node %d did not decrypt the scores: %s", node, problem)
+                got = np.asarray(replies[0].content.metric_records["metrics"][SCORES_KEY], float)
+                if got.shape == (expected,) and np.all(np.isfinite(got)):
+                    return got
+                problem = f"expected {expected} finite scores, got shape {got.shape}"
+        except (KeyError, TypeError, ValueError) as e:
+            problem = f"malformed reply ({type(e).__name__}: {e})"
+        log(WARNING, "aggregate_train: node %d did not decrypt the scores: %s", node, problem)
         return None
 
 

@@ -1,9 +1,10 @@
 """Box-plot (Tukey fence) filtering of client updates, as in the MCSN paper's Paillier-DNN-BPM.
 
 Each round every client update gets one or more scores; a client whose score
-lies outside ``[Q1 - k*IQR, Q3 + k*IQR]`` is dropped and the rest are averaged
-by weighted FedAvg. The coordinate-wise variant applies the fences per
-parameter instead and averages, per parameter, only the values inside them.
+lies outside ``[Q1 - k*IQR, Q3 + k*IQR]`` (computed on log scores, see
+``box_filter``) is dropped and the rest are averaged by weighted FedAvg. The
+coordinate-wise variant applies the fences per parameter instead and averages,
+per parameter, only the values inside them.
 
 Quartiles are "inner" by default: Q1 and Q3 are the order statistics at or
 inside the 25th and 75th percentile positions (numpy ``higher`` / ``lower``).
@@ -38,6 +39,7 @@ QUARTILES = ("inner", "linear")
 # both (a near-zero update is a free rider echoing the global model back).
 ONE_SIDED = ("median-distance", "mean-distance")
 MIN_CLIENTS = 4  # fewer replies give no meaningful quartiles: aggregate them unfiltered
+TINY = 1e-12  # floor before the log: a zero score (an echoed model) is far below any fence
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,12 @@ def box_filter(
 ) -> FilterReport:
     """Drop nodes outside the fences of any score; ``invalid`` nodes are dropped up front.
 
-    Distance scores (``ONE_SIDED``) drop above the upper fence only.
+    Fences are computed on log scores and mapped back: distances and norms are
+    positive and right-skewed (a client twice as far as typical is as unusual as
+    one half as far), and on the raw scale the long honest tail is cut off too
+    often (10 % of honest client-rounds dropped with no attacker on breast
+    cancer, 4 % on the log scale; README). Distance scores (``ONE_SIDED``) drop
+    above the upper fence only.
     """
     report = FilterReport(variant="client", received=len(nodes), nodes=list(nodes))
     report.dropped.update(invalid)
@@ -162,7 +169,7 @@ def box_filter(
         if valid.sum() < MIN_CLIENTS:
             report.note = f"fewer than {MIN_CLIENTS} valid scores: no fences"
             continue
-        lo, hi = fences(vals[valid], box.k, box.quartiles)
+        lo, hi = np.exp(fences(np.log(np.maximum(vals[valid], TINY)), box.k, box.quartiles))
         report.fences[kind] = (float(lo), float(hi))  # as computed, also when one-sided
         if kind in ONE_SIDED:
             lo = -np.inf

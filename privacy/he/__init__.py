@@ -8,6 +8,7 @@ from privacy.he.codec import (
     decrypt_arrays,
     encrypt_arrays,
     encrypted_scores,
+    layout_of,
     score_bound,
     validate_payload,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "score_bound",
     "is_encrypted",
     "keygen",
+    "layout_of",
     "load_bundle",
     "load_payload",
     "save_payload",

@@ -34,6 +34,11 @@ class EncodeSettings:
     workers: int = 1
 
 
+def layout_of(arrays: dict[str, np.ndarray]) -> Layout:
+    """Names, shapes and dtypes of named arrays, as a payload header records them."""
+    return _layout(arrays)[0]
+
+
 def _layout(arrays: dict[str, np.ndarray]) -> tuple[Layout, np.ndarray]:
     names = tuple(arrays)
     layout = Layout(
@@ -200,8 +205,8 @@ def encrypted_scores(
                 chunks, weights, bundle, size,
                 center=list(reference.chunks), center_weight=reference.header.weight,
             )  # fmt: skip
-        elif kind == "norm":
-            _, flat = _layout(reference)
+        elif kind == "norm":  # plaintext round-1 model, flattened in the payloads' order
+            _, flat = _layout({k: reference[k] for k in payloads[0].header.layout.names})
             out[kind] = ckks.deviation_scores(chunks, weights, bundle, size, center=flat)
         else:
             raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")

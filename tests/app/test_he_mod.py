@@ -133,16 +133,25 @@ def test_score_query_decrypts_scalars_once_per_round(tmp_path: Path) -> None:
     cts = encrypted_scores(payloads, bundle=keys.public_only(), kinds=("mean-distance",),
                            reference={"w": np.zeros((2, 3))})["mean-distance"]  # fmt: skip
     ctx = _context(path)
+    idle = decrypt_scores(_score_query(keys, cts), ctx)
+    assert idle.has_error() and "did not train in round 1" in idle.error.reason
+
+    def train(server_round: int) -> None:  # the HE mod records the rounds a node trained in
+        msg = _message(ArrayRecord({"w": Array(WEIGHTS["w"])}))
+        msg.content["config"]["server-round"] = server_round
+        assert not he_mod(msg, ctx, _task([])).has_error()
+
+    train(1)
     reply = decrypt_scores(_score_query(keys, cts), ctx)
     assert not reply.has_error()
-    # mean 1.5: squared deviations 2.25, 0.25, 0.25, 2.25 per value
-    assert reply.content["metrics"]["he.scores"] == pytest.approx(
-        [2.25, 0.25, 0.25, 2.25], abs=1e-4
-    )
+    # mean 1.5: squared deviations 2.25, 0.25, 0.25, 2.25 per value (3 significant digits)
+    assert reply.content["metrics"]["he.scores"] == [2.25, 0.25, 0.25, 2.25]
     again = decrypt_scores(_score_query(keys, cts), ctx)
     assert again.has_error() and "already decrypted" in again.error.reason
+    train(2)
     vector = list(payloads[0].chunks)  # a whole update is no scalar: refused
     refused = decrypt_scores(_score_query(keys, vector, server_round=2), ctx)
     assert refused.has_error() and "not one scalar" in refused.error.reason
+    train(3)
     foreign = decrypt_scores(_score_query(keygen("ckks"), cts, server_round=3), ctx)
     assert foreign.has_error() and "this node holds" in foreign.error.reason

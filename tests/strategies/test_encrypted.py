@@ -135,3 +135,28 @@ def test_plain_fedavg_refuses_encrypted_arrays() -> None:
     )
     with pytest.raises(TypeError, match="Unsupported serialization type"):
         aggregate_arrayrecords([reply, reply], "num-examples")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"clip": 8.0}, "clipped to 8.0, not to 4.0"),
+        ({"weight": 2.0}, "outside (0, 1]"),
+        ({"arrays": {"v": np.zeros(3)}}, "differ from the global model"),
+    ],
+)
+def test_payloads_this_round_cannot_take_are_refused(change: dict, reason: str) -> None:
+    from privacy.he import EncodeSettings, PayloadError, encrypt_arrays, layout_of
+
+    keys = keygen("ckks")
+    strategy = EncryptedFedAvg(bundle=keys.public_only())
+    strategy._layout, strategy._clip = layout_of({"w": np.zeros(3)}), 4.0
+    arrays = change.get("arrays", {"w": np.zeros(3)})
+    payload = encrypt_arrays(arrays, bundle=keys, weight=min(change.get("weight", 1.0), 1.0),
+                             settings=EncodeSettings(clip=change.get("clip", 4.0)))  # fmt: skip
+    if "weight" in change:  # a tampered header: weights above 1 would break the headroom
+        from dataclasses import replace
+
+        payload = replace(payload, header=replace(payload.header, weight=change["weight"]))
+    with pytest.raises(PayloadError, match=reason.replace("(", "\\(").replace(")", "\\)")):
+        strategy._check(payload)
