@@ -159,7 +159,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    attacks = [a for a in ATTACKS if any(r["attack"] == a for r in rows)]
+    attacks = [a for a in ATTACKS if any(r["attack"] == a for r in rows)] or ["none"]
     fig, axes = plt.subplots(1, len(attacks), figsize=(4 * len(attacks), 3.6), squeeze=False)
     for ax, attack in zip(axes[0], attacks, strict=True):
         for strategy in [*STRATEGIES, *EXTRA]:
