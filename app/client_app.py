@@ -16,6 +16,7 @@ from app.he_mod import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
     CONFIG,
+    EDGE_ID,
     METRICS,
     MOMENTS,
     NUM_EXAMPLES,
@@ -44,8 +45,10 @@ def _partition(context: Context) -> tuple[int, int]:
 
 def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, ClientData]:
     partition_id, num_partitions = _partition(context)
-    settings = ClientSettings.from_message_config(msg.content[CONFIG], partition_id=partition_id)
-    task = get_task(settings.task)
+    settings = ClientSettings.from_message_config(
+        msg.content[CONFIG], partition_id=partition_id, node_config=context.node_config
+    )
+    task = get_task(settings.task, settings.task_config)
     data = task.load_partition(partition_id, num_partitions, settings.spec)
     return (
         task,
@@ -93,9 +96,11 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query(SETUP_ACTION)
 def describe(msg: Message, context: Context) -> Message:
-    """Partition id, training-set size and, for tabular tasks, feature moments."""
+    """Partition id, declared edge, training-set size and, for tabular tasks, feature moments."""
     task, _, data = _setup(msg, context)
     info = {PARTITION_ID: _partition(context)[0]}
+    if EDGE_ID in context.node_config:
+        info[EDGE_ID] = int(context.node_config[EDGE_ID])
     if not isinstance(task, TabularTask):
         return _reply(msg, info, len(data.train))
     m = task.feature_moments(data.train)

@@ -15,7 +15,7 @@ from data.partition import PARTITIONERS, PartitionSpec
 from strategies import STRATEGIES, Robustness
 from strategies.factory import BUILTIN_ROBUST
 from strategies.robust import QUARTILES, SCORES, BoxPlot
-from tasks import TASK_NAMES
+from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
 
 
@@ -193,6 +193,35 @@ class RobustConfig:
         return Robustness(box=box, num_malicious=self.num_malicious, trim_beta=self.trim_beta)
 
 
+TIERS = ("edge", "cloud", "both")
+
+
+@dataclass(frozen=True)
+class HierarchyConfig:
+    """The ``hierarchy.`` sub-table: terminal-edge-cloud aggregation (0 edges: flat)."""
+
+    edges: int
+    filter_tier: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.edges > 0
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> HierarchyConfig:
+        return cls(
+            edges=_number(cfg, "hierarchy.edges", int, lambda v: v >= 0, "an integer >= 0"),
+            filter_tier=_choice(cfg, "hierarchy.filter-tier", TIERS),
+        )
+
+    def boxes(self, box: BoxPlot | None) -> tuple[BoxPlot | None, BoxPlot | None]:
+        """The robust filter at the (edge, cloud) tiers."""
+        return (
+            box if self.filter_tier in ("edge", "both") else None,
+            box if self.filter_tier in ("cloud", "both") else None,
+        )
+
+
 def _attack(cfg: Mapping[str, Any]) -> Attack:
     return Attack(
         type=_choice(cfg, "attack.type", ATTACKS),
@@ -204,8 +233,27 @@ def _attack(cfg: Mapping[str, Any]) -> Attack:
     )
 
 
-def _check_layers(strategy: str, he: HeConfig, robust: RobustConfig) -> None:
-    """Refuse combinations of strategy, encryption and filtering that cannot work."""
+def _check_layers(
+    strategy: str, he: HeConfig, robust: RobustConfig, hierarchy: HierarchyConfig
+) -> None:
+    """Refuse combinations of strategy, encryption, filtering and tiers that cannot work."""
+    if hierarchy.enabled and strategy in BUILTIN_ROBUST:
+        raise ConfigError(
+            f"run-config key 'hierarchy.edges' = {hierarchy.edges} composes with fedavg or "
+            f"fedprox only, not {strategy!r}; use robust.filter for robustness per edge"
+        )
+    filtered_tier = hierarchy.enabled and robust.filter != "none"
+    if filtered_tier and hierarchy.filter_tier != "edge":
+        if he.enabled:
+            raise ConfigError(
+                f"run-config key 'hierarchy.filter-tier' = {hierarchy.filter_tier!r} filters "
+                "edge results at the cloud, which needs plaintext; with he.backend set use 'edge'"
+            )
+        if robust.filter == "boxplot-coordinate":
+            raise ConfigError(
+                f"run-config key 'hierarchy.filter-tier' = {hierarchy.filter_tier!r}: the cloud "
+                "tier filters whole edge results; use robust.filter = 'boxplot' or tier 'edge'"
+            )
     if strategy in BUILTIN_ROBUST and robust.filter != "none":
         raise ConfigError(
             f"run-config key 'robust.filter' = {robust.filter!r} composes with fedavg or "
@@ -266,16 +314,25 @@ class AppConfig:
     output_dir: str
     he: HeConfig
     robust: RobustConfig
+    hierarchy: HierarchyConfig
     attack: Attack
+    task_config: dict[str, Any]
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
         positive_int = (lambda v: v >= 1, "an integer >= 1")
         strategy, he = _choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
-        _check_layers(strategy, he, robust)
+        hierarchy = HierarchyConfig.from_run_config(cfg)
+        _check_layers(strategy, he, robust, hierarchy)
+        task = _choice(cfg, "task", TASK_NAMES)
+        own = task_config(task, cfg)
+        try:
+            get_task(task, own)  # validates the task's sub-table; loads no data
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         return cls(
-            task=_choice(cfg, "task", TASK_NAMES),
+            task=task,
             num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
             fraction_train=_number(
                 cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"
@@ -298,13 +355,16 @@ class AppConfig:
             ),
             he=he,
             robust=robust,
+            hierarchy=hierarchy,
             attack=_attack(cfg),
+            task_config=own,
         )
 
     def client_config(self) -> dict[str, Any]:
         """What every client needs to find its data and train, sent in each message."""
         return {
             "task": self.task,
+            **self.task_config,
             "partitioner": self.partitioner,
             "dirichlet-alpha": self.dirichlet_alpha,
             "val-fraction": self.val_fraction,
@@ -322,15 +382,25 @@ class ClientSettings:
     """A client's view of one message's config: its task, data and training settings."""
 
     task: str
+    task_config: dict[str, Any]
     spec: PartitionSpec
     train: TrainSettings
 
     @classmethod
-    def from_message_config(cls, cfg: Mapping[str, Any], *, partition_id: int) -> ClientSettings:
+    def from_message_config(
+        cls,
+        cfg: Mapping[str, Any],
+        *,
+        partition_id: int,
+        node_config: Mapping[str, Any] | None = None,
+    ) -> ClientSettings:
+        """``node_config`` keys of the task's sub-table (e.g. ``mcsn.data-dir``) override it."""
         seed = int(cfg["seed"])
+        task = str(cfg["task"])
         server_round = int(cfg.get("server-round", 0))
         return cls(
-            task=str(cfg["task"]),
+            task=task,
+            task_config=task_config(task, cfg) | task_config(task, node_config or {}),
             spec=PartitionSpec(
                 partitioner=str(cfg["partitioner"]),
                 alpha=float(cfg["dirichlet-alpha"]),

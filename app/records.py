@@ -10,3 +10,4 @@ MOMENTS = "moments"  # ArrayRecord of a client's feature moments (tabular tasks)
 SETUP_ACTION = "describe"  # query action: message type "query.describe"
 STANDARDIZE_MEAN = "standardize-mean"  # config: federated feature means (tabular tasks)
 STANDARDIZE_STD = "standardize-std"  # config: federated feature stds (tabular tasks)
+EDGE_ID = "edge-id"  # node config / setup reply: the edge a node belongs to (hierarchical runs)

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from app.metering import MeteredGrid
@@ -24,6 +25,7 @@ from privacy.he import Payload, is_encrypted, save_payload
 from strategies.robust import FilterReport
 
 ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (HE runs)
+PLAIN_MODEL = "global-model.npz"  # the latest plaintext global model (other runs)
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
@@ -60,6 +62,13 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def save_arrays(arrays: ArrayRecord, path: Path) -> None:
+    """The global model as named numpy arrays (``numpy.load`` reads it), written atomically."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: a.numpy() for k, a in arrays.items()})
+    os.replace(tmp, path)
+
+
 def _plain(record: MetricRecord | None) -> dict[str, Any] | None:
     return None if record is None else {k: v for k, v in record.items()}
 
@@ -82,6 +91,7 @@ class RunRecorder:
         self._client: dict[str, dict[str, Any] | None] = {"train": None, "evaluate": None}
         self._rejected: list[dict[str, Any]] = []
         self._filter: dict[str, Any] | None = None
+        self._tiers: dict[str, Any] | None = None
         self._tick = time.perf_counter()
         write_json(self.path, self.data)
 
@@ -99,10 +109,17 @@ class RunRecorder:
         """Record a reply the strategy refused to aggregate in this round."""
         self._rejected.append({"node-id": node_id, "reason": f"rejected: {reason}"})
 
-    def nodes(self, sizes: Mapping[int, int], partitions: Mapping[int, int]) -> None:
-        """Record which node holds which partition and how many training examples."""
+    def nodes(
+        self,
+        sizes: Mapping[int, int],
+        partitions: Mapping[int, int],
+        edges: Mapping[int, int] | None = None,
+    ) -> None:
+        """Record which node holds which partition (and edge) and how many training examples."""
         self.data["nodes"] = {
-            str(n): {"partition-id": partitions.get(n), "num-examples": sizes[n]} for n in sizes
+            str(n): {"partition-id": partitions.get(n), "num-examples": sizes[n]}
+            | ({"edge": edges.get(n)} if edges else {})
+            for n in sizes
         }
 
     def attack(self, kind: str, fraction: float, partitions: Iterable[int]) -> None:
@@ -117,19 +134,32 @@ class RunRecorder:
         }
 
     def filtered(self, server_round: int, report: FilterReport) -> None:
-        """Record this round's box-plot decisions; counts are summed in ``robust``."""
-        self._filter = report.as_dict()
+        """Record this round's box-plot decisions; counts are summed in ``robust``.
+
+        Hierarchical runs report once per edge and once for the cloud tier;
+        their reports are kept by tier, and cloud drops count edges, not clients.
+        """
+        entry = report.as_dict()
+        self._filter = {**(self._filter or {}), report.tier: entry} if report.tier else entry
         totals = self.data.setdefault("robust", {"client-rounds": 0, "dropped": 0})
+        if report.tier == "cloud":
+            totals["edge-rounds"] = totals.get("edge-rounds", 0) + report.received
+            totals["dropped-edges"] = totals.get("dropped-edges", 0) + len(report.dropped)
+            return
         totals["client-rounds"] += report.received
         totals["dropped"] += len(report.dropped)
         bad = {str(n) for n in self.data.get("attack", {}).get("malicious-nodes", [])}
         if "attack" in self.data:
-            dropped = set(self._filter["dropped"])
+            dropped = set(entry["dropped"])
             totals["dropped-malicious"] = totals.get("dropped-malicious", 0) + len(dropped & bad)
             totals["dropped-honest"] = totals.get("dropped-honest", 0) + len(dropped - bad)
             totals["malicious-client-rounds"] = totals.get("malicious-client-rounds", 0) + len(
                 {str(n) for n in report.nodes} & bad
             )
+
+    def tiers(self, server_round: int, tiers: dict[str, Any]) -> None:
+        """Record a hierarchical round's per-edge counts and edge <-> cloud bytes."""
+        self._tiers = tiers
 
     def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
         """Wrap centralized evaluation; each call closes a round (0 = before training)."""
@@ -137,6 +167,8 @@ class RunRecorder:
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if is_encrypted(arrays):  # keep the encrypted global model for key holders
                 save_payload(Payload.from_arrays(arrays), self.run_dir / ENCRYPTED_MODEL)
+            else:
+                save_arrays(arrays, self.run_dir / PLAIN_MODEL)
             metrics = central(server_round, arrays) if central is not None else None
             self._close_round(server_round, _plain(metrics))
             return metrics
@@ -156,10 +188,13 @@ class RunRecorder:
         entry["failures"] = entry["failures"] + self._rejected
         if self._filter is not None:
             entry["robust"] = self._filter
+        if self._tiers is not None:
+            entry["tiers"] = self._tiers
         self._tick = now
         self._client = {"train": None, "evaluate": None}
         self._rejected = []
         self._filter = None
+        self._tiers = None
         if server_round == 0:
             self.data["setup"] = entry
         else:
@@ -199,7 +234,8 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
         ax.set_xlabel("round")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     task = results.get("config", {}).get("task", "")
     strategy = results.get("config", {}).get("strategy", "")
     fig.suptitle(f"{task} / {strategy}")

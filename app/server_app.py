@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from app.keys import simulation_keys
 from app.metering import MeteredGrid
 from app.records import (
     CONFIG,
+    EDGE_ID,
     METRICS,
     MOMENTS,
     NUM_EXAMPLES,
@@ -44,6 +46,7 @@ from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
 from privacy.he import KeyBundle, load_bundle
 from strategies import make_strategy
+from strategies.hierarchical import assign_edges
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 
@@ -63,7 +66,7 @@ def main(grid: Grid, context: Context) -> None:
 def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Path:
     """Run one federated training job; return the path of its results.json."""
     cfg = AppConfig.from_run_config(run_config)  # fails before anything starts
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg.task_config)
     _seed_everything(cfg.seed)
     metered = MeteredGrid(grid)
     recorder = RunRecorder(new_run_dir(cfg.output_dir, run_id), run_config, metered)
@@ -97,8 +100,14 @@ def _train(
     nodes = _wait_for_nodes(grid, cfg.min_clients)
     _check_capacity(task, nodes)
     client_config = ConfigRecord({**cfg.client_config(), **he_client_config})
-    sizes, partitions, moments = describe_nodes(grid, client_config)
-    recorder.nodes(sizes, partitions)
+    sizes, partitions, declared, moments = describe_nodes(grid, client_config)
+    edges = None
+    if cfg.hierarchy.enabled:
+        try:
+            edges = assign_edges(partitions, cfg.hierarchy.edges, declared)
+        except ValueError as e:
+            raise ConfigError(f"hierarchy.edges = {cfg.hierarchy.edges}: {e}") from e
+    recorder.nodes(sizes, partitions, edges)
     if cfg.attack.active:
         bad = malicious_partitions(cfg.seed, cfg.attack.fraction, len(partitions))
         recorder.attack(cfg.attack.type, cfg.attack.fraction, bad)
@@ -110,6 +119,8 @@ def _train(
         task.set_standardization(model, mean, std)
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
+    robust = cfg.robust.robustness(encrypted=bundle is not None)
+    edge_box, cloud_box = cfg.hierarchy.boxes(robust.box) if edges else (robust.box, None)
     strategy = make_strategy(
         cfg.strategy,
         fraction_train=cfg.fraction_train,
@@ -122,8 +133,11 @@ def _train(
         on_reject=recorder.reject,
         he_bundle=bundle,
         num_examples=sizes,
-        robust=cfg.robust.robustness(encrypted=bundle is not None),
+        robust=replace(robust, box=edge_box),
         on_filter=recorder.filtered,
+        edges=edges,
+        cloud_box=cloud_box,
+        on_tiers=recorder.tiers,
     )
     central = None
     if bundle is None:
@@ -208,12 +222,13 @@ def _check_capacity(task: Task, num_nodes: int) -> None:
 
 def describe_nodes(
     grid: Grid, config: ConfigRecord
-) -> tuple[dict[int, int], dict[int, int], Moments | None]:
-    """Ask every node for its partition id, training-set size and (tabular) feature moments.
+) -> tuple[dict[int, int], dict[int, int], dict[int, int], Moments | None]:
+    """Ask every node for its partition id, edge, training-set size and (tabular) feature moments.
 
     Reveals each client's training-set size and, for tabular tasks, its feature
     sums and sums of squares to the server. Nodes that fail are logged and left out.
-    Returns sizes and partition ids by node id, and the combined moments.
+    Returns sizes, partition ids and declared edge ids (node config ``edge-id``)
+    by node id, and the combined moments.
     """
     record = RecordDict({CONFIG: config})
     kind = f"{MessageType.QUERY}.{SETUP_ACTION}"
@@ -222,6 +237,7 @@ def describe_nodes(
     ]
     sizes: dict[int, int] = {}
     partitions: dict[int, int] = {}
+    declared: dict[int, int] = {}
     parts = []
     for reply in grid.send_and_receive(messages):
         node = reply.metadata.src_node_id
@@ -230,13 +246,15 @@ def describe_nodes(
             continue
         sizes[node] = int(reply.content[METRICS][NUM_EXAMPLES])
         partitions[node] = int(reply.content[METRICS][PARTITION_ID])
+        if EDGE_ID in reply.content[METRICS]:
+            declared[node] = int(reply.content[METRICS][EDGE_ID])
         if MOMENTS in reply.content.array_records:
             arrays = reply.content[MOMENTS]
             parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
     if not sizes:
         raise RuntimeError("describe_nodes: no node answered the setup query")
     log(INFO, "describe_nodes: %d nodes, %d training examples", len(sizes), sum(sizes.values()))
-    return sizes, partitions, combine(parts) if parts else None
+    return sizes, partitions, declared, combine(parts) if parts else None
 
 
 def central_evaluation(task: Task, model: nn.Module) -> EvaluateFn:

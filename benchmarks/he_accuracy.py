@@ -17,15 +17,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
-from app.results import ENCRYPTED_MODEL, environment
+from app.results import ENCRYPTED_MODEL, PLAIN_MODEL, environment
 from app.simulation import simulate
 from data.partition import PartitionSpec
 from data.preprocess import combine
 from privacy.he import decrypt_arrays, load_bundle, load_payload
-from tasks import get_task
+from tasks import Task, get_task
 from tasks.tabular import TabularTask
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -36,19 +38,27 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def test_metrics_of_encrypted_model(
-    results: dict, keys_dir: Path, clients: int
-) -> dict[str, float]:
-    """Decrypt the run's final global model as a key holder and evaluate it on the test set."""
+def final_model(
+    results: dict, clients: int, keys_dir: Path | None = None
+) -> tuple[Task, nn.Module]:
+    """A run's final global model, decrypted as a key holder (``keys_dir``) if it is encrypted.
+
+    Tabular models get the same federated standardization the clients used.
+    """
     cfg = results["config"]
-    task = get_task(cfg["task"])
-    arrays = decrypt_arrays(
-        load_payload(Path(results["path"]).parent / ENCRYPTED_MODEL),
-        bundle=load_bundle(keys_dir / CLIENT_FILE, expect_private=True),
-    )
+    task = get_task(cfg["task"], cfg)
+    run_dir = Path(results["path"]).parent
+    if keys_dir is None:
+        with np.load(run_dir / PLAIN_MODEL) as f:
+            arrays = dict(f)
+    else:
+        arrays = decrypt_arrays(
+            load_payload(run_dir / ENCRYPTED_MODEL),
+            bundle=load_bundle(keys_dir / CLIENT_FILE, expect_private=True),
+        )
     model = task.build_model()
     model.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
-    if isinstance(task, TabularTask):  # the same federated statistics the clients used
+    if isinstance(task, TabularTask):
         spec = PartitionSpec(
             cfg["partitioner"], cfg["dirichlet-alpha"], cfg["seed"], cfg["val-fraction"]
         )
@@ -56,6 +66,14 @@ def test_metrics_of_encrypted_model(
         task.set_standardization(
             model, *combine([task.feature_moments(p) for p in parts]).mean_std()
         )
+    return task, model
+
+
+def test_metrics_of_encrypted_model(
+    results: dict, keys_dir: Path, clients: int
+) -> dict[str, float]:
+    """Decrypt the run's final global model as a key holder and evaluate it on the test set."""
+    task, model = final_model(results, clients, keys_dir)
     return task.evaluate(model, task.load_test())
 
 

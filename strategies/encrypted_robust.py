@@ -9,7 +9,7 @@ Protocol per round (CKKS with evaluation keys on the server, two levels):
    round's updates (``mean-distance``; a coordinate-wise median needs
    comparisons CKKS cannot do).
 3. It sends the scalar ciphertexts, without node ids, in ``query.he_scores``
-   messages to key-holding clients of the round until two answers agree. A
+   messages to the scored clients (key holders) until two answers agree. A
    client decrypts only one-value ciphertexts, only in a round it trained in,
    once, and rounds the values to 3 significant digits.
 4. The server applies the Tukey fences and adds the ciphertexts of the clients
@@ -74,7 +74,6 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self._grid: Grid | None = None
         self._global: ArrayRecord | None = None
         self._query_config: dict = {}
-        self._participants: list[int] = []
 
     def summary(self) -> None:
         log(INFO, "\t├──> Box-plot filter on encrypted scores: %s", self.box)
@@ -86,7 +85,6 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self._grid, self._global = grid, arrays
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._query_config = {k: v for k, v in config.items() if k.startswith("he.")}
-        self._participants = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def _select(
@@ -107,7 +105,7 @@ class EncryptedBoxPlot(EncryptedAggregation):
         # ``norm`` is always computed: against the trusted global model it is the range check.
         kinds = tuple(dict.fromkeys(("norm", *self.box.scores)))
         cts = encrypted_scores(payloads, bundle=self.bundle, kinds=kinds, reference=reference)
-        values = self._decrypt_remote(server_round, kinds, cts)
+        values = self._decrypt_remote(server_round, kinds, cts, nodes)
         if values is None:
             report.note = "round skipped (global model kept): no two key holders agreed on scores"
             log_report(server_round, report, self.on_filter)
@@ -130,9 +128,16 @@ class EncryptedBoxPlot(EncryptedAggregation):
         return [kept[i] for i in keep], [payloads[i] for i in keep]
 
     def _decrypt_remote(
-        self, server_round: int, kinds: tuple[str, ...], cts: dict[str, list[bytes]]
+        self,
+        server_round: int,
+        kinds: tuple[str, ...],
+        cts: dict[str, list[bytes]],
+        candidates: list[int],
     ) -> dict[str, np.ndarray] | None:
-        """Scores from the first two key holders that agree; None if no two agree.
+        """Scores from the first two of ``candidates`` (key holders) that agree; None if none do.
+
+        The candidates are the clients being scored (in a hierarchical run, the
+        edge's own clients: each client decrypts one query per round).
 
         Two independent answers guard against one malicious decrypting client
         steering the filter (it would have to collude with another).
@@ -144,7 +149,6 @@ class EncryptedBoxPlot(EncryptedAggregation):
              "server-round": server_round}
         )  # fmt: skip
         answers: list[np.ndarray] = []
-        candidates = list(self._participants)
         for i in np.random.default_rng().permutation(len(candidates))[:ATTEMPTS]:
             got = self._ask(int(candidates[i]), config, len(flat))
             if got is None:

@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import (
 from privacy.he import KeyBundle
 from strategies.encrypted import EncryptedFedAvg, EncryptedFedProx
 from strategies.encrypted_robust import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
+from strategies.hierarchical import HierarchicalAggregation, TierFn
 from strategies.robust import BoxPlot, BoxPlotFedAvg, BoxPlotFedProx, FilterFn
 from strategies.validation import RejectFn, ReplyValidation
 
@@ -59,6 +60,12 @@ _CLASSES: dict[tuple[str, bool, bool], type[FedAvg]] = {
     ("fedprox", True, False): EncryptedFedProx,
     ("fedavg", True, True): EncryptedBoxPlotFedAvg,
     ("fedprox", True, True): EncryptedBoxPlotFedProx,
+}
+
+# The same classes aggregating per edge, then at the cloud tier.
+_TIERED: dict[tuple[str, bool, bool], type[FedAvg]] = {
+    key: type(f"Hierarchical{cls.__name__}", (HierarchicalAggregation, cls), {})
+    for key, cls in _CLASSES.items()
 }
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
@@ -113,11 +120,15 @@ def make_strategy(
     num_examples: dict[int, int] | None = None,
     robust: Robustness | None = None,
     on_filter: FilterFn | None = None,
+    edges: dict[int, int] | None = None,
+    cloud_box: BoxPlot | None = None,
+    on_tiers: TierFn | None = None,
 ) -> FedAvg:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
     With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts;
-    with ``robust.box`` box-plot filtering runs before aggregation.
+    with ``robust.box`` box-plot filtering runs before aggregation (per edge when
+    ``edges`` maps nodes to edges; ``cloud_box`` filters edge results).
     """
     robust = robust or Robustness()
     common: dict[str, object] = dict(
@@ -131,8 +142,10 @@ def make_strategy(
         on_reject=on_reject,
     )
     if name in BUILTIN_ROBUST:
-        if he_bundle is not None or robust.box is not None:
-            raise ValueError(f"{name} is Flower's plaintext-only strategy; use it without he/box")
+        if he_bundle is not None or robust.box is not None or edges is not None:
+            raise ValueError(
+                f"{name} is Flower's plaintext-only, flat strategy; use it without he/box/edges"
+            )
         expected = max(int((num_nodes or min_nodes) * fraction_train), min_nodes)
         return _VALIDATED_ROBUST[name](**common, **_builtin_kwargs(name, robust, expected))
     key = (name, he_bundle is not None, robust.box is not None)
@@ -144,4 +157,7 @@ def make_strategy(
         common.update(bundle=he_bundle, num_examples=num_examples)
     if robust.box is not None:
         common.update(box=robust.box, on_filter=on_filter)
-    return _CLASSES[key](**common)
+    if edges is None:
+        return _CLASSES[key](**common)
+    common.update(edges=edges, cloud_box=cloud_box, on_tiers=on_tiers, on_filter=on_filter)
+    return _TIERED[key](**common)

@@ -74,6 +74,7 @@ class FilterReport:
     dropped: dict[int, str] = field(default_factory=dict)
     excluded_values: int = 0
     note: str = ""
+    tier: str = ""  # hierarchical runs: "edge-<id>" or "cloud" (nodes are edge ids there)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -92,6 +93,8 @@ class FilterReport:
             out["excluded-values"] = self.excluded_values
         if self.note:
             out["note"] = self.note
+        if self.tier:
+            out["tier"] = self.tier
         return out
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -41,7 +42,15 @@ class Task(ABC):
 
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
-    num_classes: ClassVar[int]
+    num_classes: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Task:
+        """An instance configured by the task's run-config sub-table (``<name>.*`` keys).
+
+        Raises ``ValueError`` naming the key for a bad value; must not load data.
+        """
+        return cls()
 
     @abstractmethod
     def build_model(self) -> nn.Module: ...
@@ -63,4 +72,5 @@ class Task(ABC):
     ) -> dict[str, float]: ...
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]: ...
+    def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, Any]:
+        """Metrics by name: floats, and lists of numbers where a metric is a table."""

@@ -12,7 +12,7 @@ from data.partition import holdout_split
 from data.wdbc import load_wdbc
 from tasks.base import TrainSettings
 from tasks.tabular import Standardize, TabularTask
-from tasks.training import predict, train_epochs
+from tasks.training import fit, predict
 
 NUM_FEATURES = 30
 
@@ -66,17 +66,7 @@ class BreastCancer(TabularTask):
         return LogisticRegression()
 
     def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
-        loss = train_epochs(
-            model,
-            data,
-            _bce,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            proximal_mu=settings.proximal_mu,
-            seed=settings.seed,
-        )
-        return {"train-loss": loss}
+        return fit(model, data, _bce, settings)
 
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]:
         logits, labels, loss = predict(model, data, _bce)

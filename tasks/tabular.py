@@ -52,6 +52,10 @@ class TabularTask(Task):
         """Raw (x_train, y_train, x_test, y_test)."""
 
     @cached_property
+    def _splits(self) -> dict[tuple[int, int, PartitionSpec], tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.load_arrays()
 
@@ -62,7 +66,11 @@ class TabularTask(Task):
         self, partition_id: int, num_partitions: int, spec: PartitionSpec
     ) -> ClientData:
         x, y = self._arrays[0], self._arrays[1]
-        train_idx, val_idx = spec.client_split(y, partition_id, num_partitions)
+        # Partitioning 125k NSL-KDD records takes seconds; a client process asks every round.
+        key = (partition_id, num_partitions, spec)
+        if key not in self._splits:
+            self._splits[key] = spec.client_split(y, partition_id, num_partitions)
+        train_idx, val_idx = self._splits[key]
         return ClientData(
             train=to_dataset(x[train_idx], y[train_idx]),
             val=to_dataset(x[val_idx], y[val_idx]),

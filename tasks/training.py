@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tasks.base import TrainSettings
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -56,6 +58,23 @@ def train_epochs(
             total += loss.item() * len(y)
             count += len(y)
     return total / max(count, 1)
+
+
+def fit(
+    model: nn.Module, data: Dataset, loss_fn: LossFn, settings: TrainSettings
+) -> dict[str, float]:
+    """``train_epochs`` with a round's settings; returns the train metrics tasks report."""
+    loss = train_epochs(
+        model,
+        data,
+        loss_fn,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        proximal_mu=settings.proximal_mu,
+        seed=settings.seed,
+    )
+    return {"train-loss": loss}
 
 
 @torch.no_grad()

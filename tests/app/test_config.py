@@ -109,6 +109,17 @@ def test_bad_he_value_names_key(key: str, value: object, expected: str) -> None:
              "he.coeff-mod-bit-sizes": "60,40,40,60"},
             "which CKKS cannot do",
         ),
+        ({"hierarchy.edges": -1}, "'hierarchy.edges' = -1 is invalid"),
+        ({"hierarchy.filter-tier": "fog"}, "allowed: edge | cloud | both"),
+        ({"hierarchy.edges": 2, "strategy": "krum"}, "composes with fedavg or fedprox only"),
+        (
+            {"hierarchy.edges": 2, "robust.filter": "boxplot", "hierarchy.filter-tier": "cloud",
+             "he.backend": "ckks", "he.coeff-mod-bit-sizes": "60,40,40,60"},
+            "needs plaintext",
+        ),
+        ({"task": "mcsn", "mcsn.hidden": "64"}, "'mcsn.hidden' = '64' is invalid"),
+        ({"task": "mcsn", "mcsn.dataset": "kdd99"}, "allowed: synthetic | nsl-kdd | csv"),
+        ({"task": "mcsn", "mcsn.dataset": "nsl-kdd"}, "'mcsn.data-dir' is empty"),
         (
             {"he.backend": "ckks", "robust.filter": "boxplot", "robust.scores": "median-distance",
              "he.coeff-mod-bit-sizes": "60,40,40,60"},
@@ -140,3 +151,20 @@ def test_attack_settings_reach_clients_only_when_on() -> None:
         {**default_run_config(), "attack.type": "scale", "attack.fraction": 0.2}
     )
     assert on.client_config()["attack.type"] == "scale" and on.attack.active
+
+
+def test_task_sub_table_reaches_clients_and_node_config_overrides_it() -> None:
+    cfg = AppConfig.from_run_config(
+        {**default_run_config(), "task": "mcsn", "mcsn.dataset": "nsl-kdd",
+         "mcsn.data-dir": "/srv/kdd"}
+    )  # fmt: skip
+    message = {**cfg.client_config(), "server-round": 1}
+    assert message["mcsn.data-dir"] == "/srv/kdd"
+    here = ClientSettings.from_message_config(
+        message, partition_id=0, node_config={"mcsn.data-dir": "/data/local", "edge-id": 1}
+    )
+    assert here.task_config["mcsn.data-dir"] == "/data/local"
+    assert here.task_config["mcsn.dataset"] == "nsl-kdd"
+    # Other tasks neither receive nor validate the mcsn sub-table.
+    plain = AppConfig.from_run_config({**default_run_config(), "mcsn.hidden": "bad"})
+    assert not any(k.startswith("mcsn.") for k in plain.client_config())

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from strategies import Robustness, make_strategy
@@ -14,6 +13,7 @@ from strategies.robust import (
     coordinate_mean,
     fences,
 )
+from tests.strategies.conftest import Replies
 
 
 def test_fences_on_hand_computed_data() -> None:
@@ -79,28 +79,15 @@ def test_coordinate_mean_excludes_outlying_values_only() -> None:
     assert mean == pytest.approx(expected)
 
 
-def _replies(updates: np.ndarray, sizes: list[int]) -> list[Message]:
-    replies = []
-    for node, (u, n) in enumerate(zip(updates, sizes, strict=True), start=1):
-        sent = Message(RecordDict(), dst_node_id=node, message_type="train")
-        content = RecordDict(
-            {"arrays": ArrayRecord({"w": Array(u.astype(np.float32))}),
-             "metrics": MetricRecord({"num-examples": n, "loss": float(node)})}
-        )  # fmt: skip
-        replies.append(Message(content, reply_to=sent))
-    return replies
-
-
-@pytest.mark.usefixtures("server_identity")
-def test_aggregate_equals_fedavg_over_survivors() -> None:
+def test_aggregate_equals_fedavg_over_survivors(make_replies: Replies) -> None:
     rng = np.random.default_rng(1)
     updates = 1.0 + rng.permuted(np.tile(np.linspace(-0.05, 0.05, 10)[:, None], (1, 5)), axis=0)
     updates[[2, 6]] = -8.0  # two attackers
     sizes = list(range(10, 20))
     strategy = BoxPlotFedAvg(box=BoxPlot(), min_available_nodes=1)
     strategy._reference = np.zeros(5)
-    arrays, metrics = strategy.aggregate_train(1, _replies(updates, sizes))
-    survivors = [r for i, r in enumerate(_replies(updates, sizes)) if i not in (2, 6)]
+    arrays, metrics = strategy.aggregate_train(1, make_replies(updates, sizes))
+    survivors = [r for i, r in enumerate(make_replies(updates, sizes)) if i not in (2, 6)]
     expected, _ = FedAvg().aggregate_train(1, survivors)
     assert arrays["w"].numpy() == pytest.approx(expected["w"].numpy())
     assert metrics is not None
