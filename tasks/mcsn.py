@@ -30,7 +30,8 @@ from tasks.training import fit, predict
 
 DATASETS = ("synthetic", "nsl-kdd", "csv")
 LABELS = ("5-way", "binary")
-CLASS_WEIGHTS = ("sqrt-inverse", "none")
+CLASS_WEIGHTS = ("inverse", "sqrt-inverse", "none")
+MAX_CLASS_WEIGHT = 100.0
 SYNTHETIC_TEST_SEED = 1_000_003  # the synthetic test set never overlaps the training seed
 
 
@@ -58,7 +59,7 @@ class McsnOptions:
     label_column: str = "label"
     labels: str = "5-way"
     hidden: tuple[int, ...] = (128, 64)
-    class_weights: str = "sqrt-inverse"
+    class_weights: str = "inverse"
     synthetic_records: int = 20_000
 
     @classmethod
@@ -114,19 +115,19 @@ class ThreatDNN(nn.Module):
         return self.layers(self.standardize(x))
 
 
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """sqrt(max count / count) per class, from local labels only (absent classes: 1).
+def class_weights(labels: np.ndarray, num_classes: int, rule: str = "inverse") -> torch.Tensor:
+    """Loss weights per class from local labels only (absent classes: 1).
 
-    NSL-KDD's R2L and U2R are 1 % and 0.04 % of training records; without
-    weights the DNN almost never predicts them. Full inverse-frequency weights
-    (up to 1300x) make SGD diverge at the learning rates FedAvg uses; the square
-    root keeps the largest weight at ~36.
+    ``inverse``: max count / count, capped at ``MAX_CLASS_WEIGHT``;
+    ``sqrt-inverse``: its square root. NSL-KDD's R2L and U2R are 1 % and 0.04 %
+    of training records; unweighted, the DNN almost never predicts them. The
+    uncapped inverse (up to 1300x) makes SGD diverge at FedAvg's learning rates.
     """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     present = counts > 0
     w = np.ones(num_classes)
-    w[present] = np.sqrt(counts[present].max() / counts[present])
-    return torch.as_tensor(w, dtype=torch.float32)
+    w[present] = np.minimum(counts[present].max() / counts[present], MAX_CLASS_WEIGHT)
+    return torch.as_tensor(np.sqrt(w) if rule == "sqrt-inverse" else w, dtype=torch.float32)
 
 
 def mse(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -218,8 +219,8 @@ class Mcsn(TabularTask):
 
     def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
         labels = data.tensors[1].numpy()  # type: ignore[attr-defined]
-        weighted = self.options.class_weights == "sqrt-inverse"
-        weight = class_weights(labels, self.num_classes) if weighted else None
+        rule = self.options.class_weights
+        weight = None if rule == "none" else class_weights(labels, self.num_classes, rule)
 
         def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return nn.functional.cross_entropy(logits, y, weight=weight)

@@ -52,8 +52,11 @@ def test_metrics_by_hand() -> None:
 
 
 def test_class_weights_from_local_labels() -> None:
-    w = class_weights(np.array([0] * 100 + [1] * 25 + [2] * 4), 4)
-    np.testing.assert_allclose(w.numpy(), [1.0, 2.0, 5.0, 1.0])  # class 3 absent: weight 1
+    labels = np.array([0] * 1000 + [1] * 250 + [2] * 40 + [3] * 2)
+    w = class_weights(labels, 5, "sqrt-inverse")
+    np.testing.assert_allclose(w.numpy(), [1.0, 2.0, 5.0, 10.0, 1.0])  # class 4 absent: 1
+    w = class_weights(labels, 5)
+    np.testing.assert_allclose(w.numpy(), [1.0, 4.0, 25.0, 100.0, 1.0])  # capped at 100
 
 
 def test_federated_training_learns_synthetic_threats() -> None:
