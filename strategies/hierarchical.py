@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from privacy.he import Payload, aggregate, is_encrypted
+from strategies.encrypted import KeyMismatchError
 from strategies.robust import (
     BoxPlot,
     FilterFn,
@@ -213,13 +214,20 @@ class HierarchicalAggregation:
         groups: dict[int, list[Message]] = {}
         for reply in replies:
             groups.setdefault(self._edge_of(reply.metadata.src_node_id), []).append(reply)
-        results, he_seconds = [], 0.0
+        results, he_seconds, mismatched = [], 0.0, []
         for edge in sorted(groups):
-            result, metrics = self._aggregate_edge(server_round, edge, groups[edge])
+            try:
+                result, metrics = self._aggregate_edge(server_round, edge, groups[edge])
+            except KeyMismatchError as e:  # one edge on other keys must not end the run
+                log(WARNING, "aggregate_train: edge %d: %s", edge, e)
+                mismatched.append(e)
+                continue
             if result is not None:
                 results.append(result)
                 he_seconds += float((metrics or {}).get("he-aggregate-s", 0.0))
         if not results:
+            if mismatched and len(mismatched) == len(groups):
+                raise mismatched[0]
             return None, None
         kept = self._cloud_filter(server_round, results)
         arrays = self._combine(kept)

@@ -44,7 +44,9 @@ def test_encrypted_scores_equal_plaintext_scores(ckks_eval_keys: KeyBundle, size
                                reference=reference)  # fmt: skip
         for kind, chunks in cts.items():
             msd = np.array(ckks.decrypt_scalars(chunks, ckks_eval_keys))
-            assert np.sqrt(np.clip(msd, 0, None)) == pytest.approx(expected[kind], rel=1e-3)
+            # CKKS noise after the weight division and the square is ~1e-5 on a mean
+            # square of ~2.5e-3 here (measured up to 8e-6): 1 % on msd, 0.5 % on the score.
+            assert msd == pytest.approx(expected[kind] ** 2, rel=1e-2)
 
 
 def test_server_side_material_cannot_decrypt(ckks_eval_keys: KeyBundle) -> None:

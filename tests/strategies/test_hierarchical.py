@@ -8,9 +8,10 @@ from flwr.app import ArrayRecord
 
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.simulation import simulate
-from benchmarks.he_accuracy import test_metrics_of_encrypted_model
+from benchmarks import he_accuracy
 from privacy.he import EncodeSettings, Payload, decrypt_arrays, encrypt_arrays, keygen, layout_of
 from strategies import Robustness, make_strategy
+from strategies.encrypted import KeyMismatchError
 from strategies.hierarchical import assign_edges
 from strategies.robust import BoxPlot
 from tests.strategies.conftest import Replies
@@ -89,6 +90,26 @@ def test_two_tier_encrypted_sum_equals_flat_encrypted_sum(make_replies: Replies)
     assert tiers["edge-to-cloud-bytes"] > 2 * 5 * 8  # ciphertexts, not five floats per edge
 
 
+def test_an_edge_on_foreign_keys_is_skipped_not_fatal(make_replies: Replies) -> None:
+    keys, foreign = keygen("ckks"), keygen("ckks")
+    settings = EncodeSettings()
+
+    def records(bundle, n):  # noqa: ANN001, ANN202
+        return [encrypt_arrays({"w": np.ones(3)}, bundle=bundle, weight=1.0,
+                               settings=settings).to_arrays() for _ in range(n)]  # fmt: skip
+
+    tiered = make_strategy(
+        "fedavg", **COMMON, he_bundle=keys.public_only(), edges={1: 0, 2: 0, 3: 1}
+    )
+    tiered._layout, tiered._clip = layout_of({"w": np.zeros(3)}), 4.0
+    got, _ = tiered.aggregate_train(
+        1, make_replies(records(keys, 2) + records(foreign, 1), [5] * 3)
+    )
+    assert Payload.from_arrays(got).header.count == 2  # edge 1 (foreign keys only) left out
+    with pytest.raises(KeyMismatchError):
+        tiered.aggregate_train(1, make_replies(records(foreign, 3), [5] * 3))
+
+
 def test_cloud_tier_drops_a_poisoned_edge(make_replies: Replies) -> None:
     updates = np.ones((10, 4)) + 0.01 * np.random.default_rng(2).standard_normal((10, 4))
     updates[8:] = -20.0  # both clients of edge 4 are poisoned
@@ -137,5 +158,5 @@ def test_hierarchical_encrypted_pipeline_in_a_real_simulation(tmp_path: Path) ->
         tiers = entry["tiers"]
         assert sum(t["aggregated"] for t in tiers["edges"].values()) == 6
         assert tiers["edge-to-cloud-bytes"] > 0 and entry["bytes-up"] > tiers["edge-to-cloud-bytes"]
-    final = test_metrics_of_encrypted_model(results, keys, clients=8)
+    final = he_accuracy.test_metrics_of_encrypted_model(results, keys, clients=8)
     assert final["accuracy"] > 0.6  # chance on 7 classes with a 0.4 benign prior: 0.4
