@@ -11,9 +11,10 @@ from typing import Any
 
 from tasks.base import ClientData, Task, TrainSettings
 from tasks.breast_cancer import BreastCancer
+from tasks.dp_cnn import DpCnn
 from tasks.mcsn import Mcsn
 
-_REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (BreastCancer, Mcsn)}
+_REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (BreastCancer, Mcsn, DpCnn)}
 _CACHE: dict[tuple[str, tuple[tuple[str, Any], ...]], Task] = {}
 
 TASK_NAMES = tuple(_REGISTRY)

@@ -13,6 +13,17 @@ from torch.utils.data import Dataset
 from data.partition import PartitionSpec
 
 
+def option(cfg: Mapping[str, Any], key: str, default: Any, allowed: tuple[str, ...] = ()) -> Any:
+    """A task's run-config value ``key`` (its default if absent), type- and choice-checked."""
+    value = cfg.get(key, default)
+    if not isinstance(value, type(default)) or (allowed and value not in allowed):
+        raise ValueError(
+            f"run-config key '{key}' = {value!r} is invalid; allowed: "
+            + (" | ".join(allowed) if allowed else type(default).__name__)
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ClientData:
     """One client's local data: what it trains on and what it validates on."""

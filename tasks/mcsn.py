@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from data import nsl_kdd, synthetic_threats, threat_csv
-from tasks.base import TrainSettings
+from tasks.base import TrainSettings, option
 from tasks.tabular import Standardize, TabularTask
 from tasks.training import fit, predict
 
@@ -68,13 +68,7 @@ class McsnOptions:
         d = cls()
 
         def get(key: str, default: Any, allowed: tuple[str, ...] = ()) -> Any:
-            value = cfg.get(f"mcsn.{key}", default)
-            if not isinstance(value, type(default)) or (allowed and value not in allowed):
-                raise ValueError(
-                    f"run-config key 'mcsn.{key}' = {value!r} is invalid; allowed: "
-                    + (" | ".join(allowed) if allowed else type(default).__name__)
-                )
-            return value
+            return option(cfg, f"mcsn.{key}", default, allowed)
 
         opts = cls(
             dataset=get("dataset", d.dataset, DATASETS),

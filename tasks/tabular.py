@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
-from data.partition import PartitionSpec
 from data.preprocess import Moments
-from tasks.base import ClientData, Task
+from tasks.arrays import ArrayTask
 
 
 class Standardize(nn.Module):
@@ -36,48 +33,12 @@ class Standardize(nn.Module):
         self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
 
 
-def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
-    return TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
-
-
-class TabularTask(Task):
-    """A task whose model starts with a ``standardize`` module.
+class TabularTask(ArrayTask):
+    """An array task whose model starts with a ``standardize`` module.
 
     Standardization statistics come from the clients' training splits only
     (their moments summed by the server), never from validation or test data.
     """
-
-    @abstractmethod
-    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Raw (x_train, y_train, x_test, y_test)."""
-
-    @cached_property
-    def _splits(self) -> dict[tuple[int, int, PartitionSpec], tuple[np.ndarray, np.ndarray]]:
-        return {}
-
-    @cached_property
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.load_arrays()
-
-    def num_train_samples(self) -> int:
-        return len(self._arrays[1])
-
-    def load_partition(
-        self, partition_id: int, num_partitions: int, spec: PartitionSpec
-    ) -> ClientData:
-        x, y = self._arrays[0], self._arrays[1]
-        # Partitioning 125k NSL-KDD records takes seconds; a client process asks every round.
-        key = (partition_id, num_partitions, spec)
-        if key not in self._splits:
-            self._splits[key] = spec.client_split(y, partition_id, num_partitions)
-        train_idx, val_idx = self._splits[key]
-        return ClientData(
-            train=to_dataset(x[train_idx], y[train_idx]),
-            val=to_dataset(x[val_idx], y[val_idx]),
-        )
-
-    def load_test(self) -> Dataset:
-        return to_dataset(self._arrays[2], self._arrays[3])
 
     @staticmethod
     def feature_moments(data: TensorDataset) -> Moments:
