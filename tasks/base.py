@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from data.partition import PartitionSpec
+from tasks.training import LossFn, TrainSettings, fit
 
 
 def option(cfg: Mapping[str, Any], key: str, default: Any, allowed: tuple[str, ...] = ()) -> Any:
@@ -30,17 +31,6 @@ class ClientData:
 
     train: Dataset
     val: Dataset
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Local-training hyperparameters sent by the server each round."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    proximal_mu: float = 0.0
-    seed: int = 0
 
 
 class Task(ABC):
@@ -78,9 +68,16 @@ class Task(ABC):
     def load_test(self) -> Dataset: ...
 
     @abstractmethod
-    def train(
-        self, model: nn.Module, data: Dataset, settings: TrainSettings
-    ) -> dict[str, float]: ...
+    def loss_fn(self, data: Dataset) -> LossFn:
+        """The training loss for local data ``data`` (mean over the batch).
+
+        DP-SGD clips per example, so the loss of one example must not depend on
+        the others in its batch.
+        """
+
+    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
+        """Plain local SGD; the DP layer (``privacy.dp``) trains with ``loss_fn`` instead."""
+        return fit(model, data, self.loss_fn(data), settings)
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, Any]:

@@ -10,9 +10,8 @@ from torch.utils.data import Dataset
 
 from data.partition import holdout_split
 from data.wdbc import load_wdbc
-from tasks.base import TrainSettings
 from tasks.tabular import Standardize, TabularTask
-from tasks.training import fit, predict
+from tasks.training import LossFn, predict
 
 NUM_FEATURES = 30
 
@@ -65,8 +64,8 @@ class BreastCancer(TabularTask):
     def build_model(self) -> nn.Module:
         return LogisticRegression()
 
-    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
-        return fit(model, data, _bce, settings)
+    def loss_fn(self, data: Dataset) -> LossFn:
+        return _bce
 
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]:
         logits, labels, loss = predict(model, data, _bce)

@@ -24,9 +24,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from data import nsl_kdd, synthetic_threats, threat_csv
-from tasks.base import TrainSettings, option
+from tasks.base import option
 from tasks.tabular import Standardize, TabularTask
-from tasks.training import fit, predict
+from tasks.training import LossFn, predict
 
 DATASETS = ("synthetic", "nsl-kdd", "csv")
 LABELS = ("5-way", "binary")
@@ -211,15 +211,15 @@ class Mcsn(TabularTask):
     def build_model(self) -> nn.Module:
         return ThreatDNN(self._arrays[0].shape[1], self.options.hidden, self.num_classes)
 
-    def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
+    def loss_fn(self, data: Dataset) -> LossFn:
         labels = data.tensors[1].numpy()  # type: ignore[attr-defined]
         rule = self.options.class_weights
         weight = None if rule == "none" else class_weights(labels, self.num_classes, rule)
 
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return nn.functional.cross_entropy(logits, y, weight=weight)
 
-        return fit(model, data, loss_fn, settings)
+        return loss
 
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, Any]:
         logits, labels, loss = predict(model, data, nn.functional.cross_entropy)

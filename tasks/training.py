@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.base import TrainSettings
-
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local-training hyperparameters sent by the server each round."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    proximal_mu: float = 0.0
+    seed: int = 0
 
 
 def proximal_term(model: nn.Module, global_params: list[torch.Tensor], mu: float) -> torch.Tensor:
