@@ -1,0 +1,96 @@
+"""Privacy ledger: every DP release one party made, and its epsilon from a real accountant.
+
+A client keeps its ledger in its Flower ``context.state`` across rounds (it
+survives in a SuperNode process and in the simulation engine alike), so the
+epsilon it reports covers the whole federated schedule, not one round.
+
+Gaussian releases (DP-SGD steps, Gaussian local DP, central DP) are composed
+by an Opacus accountant (RDP or PRV) over their ``(noise multiplier, sample
+rate, steps)`` history; pure-epsilon Laplace releases are added up (basic
+composition) and so is the Gaussian part: ``epsilon = eps_gauss(delta) + sum
+eps_laplace`` is a valid (conservative) bound for their sequential composition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opacus.accountants import create_accountant
+
+ACCOUNTANTS = ("rdp", "prv")
+
+GaussianStep = tuple[float, float, int]  # (noise multiplier, sample rate, steps): Opacus history
+
+
+def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountant: str) -> float:
+    """Epsilon at ``delta`` of a sequence of subsampled Gaussian releases (Opacus accountant)."""
+    steps = [(float(z), float(q), int(n)) for z, q, n in history if n > 0]
+    if not steps:
+        return 0.0
+    acc = create_accountant(mechanism=accountant)
+    acc.history = steps
+    return float(acc.get_epsilon(delta=delta))
+
+
+@dataclass
+class PrivacyLedger:
+    """The releases of one party (a client, or the server for central DP) over the run."""
+
+    delta: float
+    accountant: str = "rdp"
+    gaussian: list[GaussianStep] = field(default_factory=list)
+    laplace: list[float] = field(default_factory=list)
+    rounds: int = 0  # rounds in which this party released something
+    input_epsilon: float = 0.0  # one-off release of perturbed records (counted once)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta = {self.delta!r} is invalid; allowed: 0 < delta < 1")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant {self.accountant!r} is unknown; allowed: {ACCOUNTANTS}")
+
+    def epsilon(
+        self, *, gaussian: Iterable[GaussianStep] = (), laplace: Iterable[float] = ()
+    ) -> float:
+        """Epsilon spent so far, or what it would be after the extra releases given."""
+        history = [*self.gaussian, *gaussian]
+        gauss = gaussian_epsilon(history, delta=self.delta, accountant=self.accountant)
+        return gauss + sum([*self.laplace, *laplace]) + self.input_epsilon
+
+    def record(
+        self, *, gaussian: Iterable[GaussianStep] = (), laplace: Iterable[float] = ()
+    ) -> float:
+        """Add one round's releases; return the new total epsilon."""
+        self.rounds += 1
+        self.gaussian.extend((float(z), float(q), int(n)) for z, q, n in gaussian)
+        self.laplace.extend(float(e) for e in laplace)
+        return self.epsilon()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Flat lists of scalars: what a Flower ConfigRecord can hold."""
+        return {
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "gaussian-noise": [z for z, _, _ in self.gaussian],
+            "gaussian-rate": [q for _, q, _ in self.gaussian],
+            "gaussian-steps": [n for _, _, n in self.gaussian],
+            "laplace": list(self.laplace),
+            "rounds": self.rounds,
+            "input-epsilon": self.input_epsilon,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> PrivacyLedger:
+        history = zip(
+            state["gaussian-noise"], state["gaussian-rate"], state["gaussian-steps"], strict=True
+        )
+        return cls(
+            delta=float(state["delta"]),
+            accountant=str(state["accountant"]),
+            gaussian=[(float(z), float(q), int(n)) for z, q, n in history],
+            laplace=[float(e) for e in state["laplace"]],
+            rounds=int(state["rounds"]),
+            input_epsilon=float(state["input-epsilon"]),
+        )
