@@ -12,6 +12,7 @@ from torch import nn
 
 from app.attack import attack_mod, poison
 from app.config import ClientSettings
+from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
 from app.he_mod import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
@@ -24,12 +25,14 @@ from app.records import (
     SETUP_ACTION,
     STANDARDIZE_MEAN,
     STANDARDIZE_STD,
+    UNIT_WEIGHT,
 )
 from privacy.he.protocol import SCORES_ACTION
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
-app = ClientApp(mods=[he_mod, attack_mod])
+# Outermost first: the HE mod decrypts first and encrypts last, after DP noise and any attack.
+app = ClientApp(mods=[he_mod, dp_mod, attack_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 
@@ -72,7 +75,8 @@ def _reply(
     num_examples: int,
     arrays: dict[str, ArrayRecord] | None = None,
 ) -> Message:
-    metric_record = MetricRecord({**metrics, NUM_EXAMPLES: num_examples})
+    extra = {UNIT_WEIGHT: 1} if msg.content[CONFIG].get("dp.mode") == "central" else {}
+    metric_record = MetricRecord({**metrics, NUM_EXAMPLES: num_examples, **extra})
     content = RecordDict({**(arrays or {}), METRICS: metric_record})
     return Message(content=content, reply_to=msg)
 
@@ -82,7 +86,14 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on the local training split."""
     task, settings, data = _setup(msg, context)
     model = _model(task, msg)
-    metrics = task.train(model, data.train, settings.train)
+    if "dp.rounds" in msg.content[CONFIG]:  # client-side DP (README: "Differential privacy")
+        try:
+            metrics = train_private(task, model, data, settings.train, msg, context)
+        except BudgetExhausted as e:
+            return declined(msg, str(e))
+        metrics[PARTITION_ID] = _partition(context)[0]
+    else:
+        metrics = task.train(model, data.train, settings.train)
     return _reply(msg, metrics, len(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.attack import ATTACKS, Attack
+from app.dp_config import DpConfig, DpConfigError
 from data.partition import PARTITIONERS, PartitionSpec
 from strategies import STRATEGIES, Robustness
 from strategies.factory import BUILTIN_ROBUST
@@ -21,6 +22,41 @@ from tasks.base import TrainSettings
 
 class ConfigError(ValueError):
     """A run-config value is missing, of the wrong type or out of range."""
+
+
+TABULAR_TASKS = ("breast-cancer", "mcsn")
+
+
+def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: RobustConfig,
+              hierarchy: HierarchyConfig, class_weights: str) -> None:  # fmt: skip
+    """Refuse DP settings that would not deliver the guarantee they promise."""
+    if dp.input_epsilon > 0 and task not in TABULAR_TASKS:
+        raise ConfigError(
+            f"run-config key 'dp.input-epsilon' = {dp.input_epsilon} perturbs tabular records; "
+            f"task {task!r} is not tabular (use dp.mode = 'dp-sgd' for images)"
+        )
+    if dp.input_epsilon >= dp.epsilon:
+        raise ConfigError(
+            f"run-config key 'dp.input-epsilon' = {dp.input_epsilon} must be below the whole "
+            f"budget dp.epsilon = {dp.epsilon}"
+        )
+    if dp.mode in ("dp-sgd", "laplace-sgd") and class_weights != "none":
+        raise ConfigError(
+            f"run-config key 'dp.mode' = {dp.mode!r} with mcsn.class-weights = "
+            f"{class_weights!r}: class weights come from local label counts, "
+            "which per-example clipping does not protect; set mcsn.class-weights = 'none'"
+        )
+    if dp.mode != "central":
+        return
+    if he.enabled or robust.filter != "none" or hierarchy.enabled or strategy not in (
+        "fedavg", "fedprox"
+    ):
+        raise ConfigError(
+            "run-config key 'dp.mode' = 'central' clips each update and noises the aggregate "
+            "on the server, so it needs plaintext fedavg/fedprox without robust.filter or "
+            "hierarchy.edges; with he.backend set use dp.mode = 'dp-sgd' or 'local' (noise "
+            "is added on the client, before encryption)"
+        )
 
 
 _KIND_NAMES = {int: "an integer", float: "a float", str: "a string", bool: "true or false"}
@@ -316,6 +352,7 @@ class AppConfig:
     robust: RobustConfig
     hierarchy: HierarchyConfig
     attack: Attack
+    dp: DpConfig
     task_config: dict[str, Any]
 
     @classmethod
@@ -328,9 +365,13 @@ class AppConfig:
         task = _choice(cfg, "task", TASK_NAMES)
         own = task_config(task, cfg)
         try:
-            get_task(task, own)  # validates the task's sub-table; loads no data
-        except ValueError as e:
+            # validates the task's sub-table; loads no data
+            weights = getattr(get_task(task, own), "options", None)
+            dp = DpConfig.from_run_config(cfg)
+        except (ValueError, DpConfigError) as e:
             raise ConfigError(str(e)) from e
+        _check_dp(dp, task, strategy, he, robust, hierarchy,
+                  getattr(weights, "class_weights", "none"))  # fmt: skip
         return cls(
             task=task,
             num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
@@ -357,6 +398,7 @@ class AppConfig:
             robust=robust,
             hierarchy=hierarchy,
             attack=_attack(cfg),
+            dp=dp,
             task_config=own,
         )
 
@@ -374,6 +416,7 @@ class AppConfig:
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
             **(self.attack.as_config() if self.attack.active else {}),
+            **self.dp.client_config(self.num_server_rounds),
         }
 
 

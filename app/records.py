@@ -11,3 +11,4 @@ SETUP_ACTION = "describe"  # query action: message type "query.describe"
 STANDARDIZE_MEAN = "standardize-mean"  # config: federated feature means (tabular tasks)
 STANDARDIZE_STD = "standardize-std"  # config: federated feature stds (tabular tasks)
 EDGE_ID = "edge-id"  # node config / setup reply: the edge a node belongs to (hierarchical runs)
+UNIT_WEIGHT = "dp-unit-weight"  # reply metric = 1: central DP averages clients uniformly

@@ -20,10 +20,15 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
+from app.dp_config import DpConfig
 from app.metering import MeteredGrid
+from app.records import PARTITION_ID
+from privacy.dp import DELTA_KEY, EPSILON_KEY
 from privacy.he import Payload, is_encrypted, save_payload
 from strategies.robust import FilterReport
 
+# What a DP client released in a round (reply metrics): kept per client, never averaged.
+RELEASE_KEYS = ("dp-noise-multiplier", "dp-sample-rate", "dp-steps", "dp-round-epsilon")
 ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (HE runs)
 PLAIN_MODEL = "global-model.npz"  # the latest plaintext global model (other runs)
 
@@ -92,6 +97,7 @@ class RunRecorder:
         self._rejected: list[dict[str, Any]] = []
         self._filter: dict[str, Any] | None = None
         self._tiers: dict[str, Any] | None = None
+        self._privacy: dict[str, Any] = {}
         self._tick = time.perf_counter()
         write_json(self.path, self.data)
 
@@ -100,6 +106,8 @@ class RunRecorder:
 
         def aggregate(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
             out = fn(contents, weighted_by_key)
+            if phase == "train":
+                self._client_epsilons(contents, out)
             self._client[phase] = {**(_plain(out) or {}), "num-replies": len(contents)}
             return out
 
@@ -157,6 +165,41 @@ class RunRecorder:
                 {str(n) for n in report.nodes} & bad
             )
 
+    def privacy_setup(self, dp: DpConfig) -> None:
+        """Record the run's DP mode and budget (no entry when DP is off)."""
+        if dp.enabled:
+            self.data["privacy"] = {"mode": dp.mode, "budget-epsilon": dp.epsilon,
+                                    "delta": dp.delta, "accountant": dp.accountant,
+                                    "input-epsilon": dp.input_epsilon, "epsilon-max": 0.0,
+                                    "declined": []}  # fmt: skip
+
+    def _client_epsilons(self, contents: list[RecordDict], out: MetricRecord) -> None:
+        """Each DP client's cumulative epsilon (by partition); the summary takes the max."""
+        for key in (EPSILON_KEY, DELTA_KEY, PARTITION_ID, *RELEASE_KEYS):
+            out.pop(key, None)  # a weighted mean of these means nothing
+        eps, releases = {}, {}
+        for content in contents:
+            metrics = next(iter(content.metric_records.values()))
+            if EPSILON_KEY in metrics:
+                client = str(int(metrics[PARTITION_ID]))
+                eps[client] = float(metrics[EPSILON_KEY])
+                releases[client] = {k: metrics[k] for k in RELEASE_KEYS if k in metrics}
+        if eps:
+            order = sorted(eps, key=int)
+            self._privacy["epsilon"] = {c: eps[c] for c in order}
+            self._privacy["releases"] = {c: releases[c] for c in order}
+            self._privacy["epsilon-max"] = max(eps.values())
+
+    def declined(self, server_round: int, node_id: int, reason: str) -> None:
+        """A client declined to train: its next round would exceed its budget."""
+        self._privacy.setdefault("declined", []).append(node_id)
+        self.data["privacy"]["declined"].append({"round": server_round, "node-id": node_id,
+                                                 "reason": reason})  # fmt: skip
+
+    def central_release(self, server_round: int, epsilon: float) -> None:
+        """Central DP: the server's epsilon after this round's noised aggregate."""
+        self._privacy["epsilon-max"] = epsilon
+
     def tiers(self, server_round: int, tiers: dict[str, Any]) -> None:
         """Record a hierarchical round's per-edge counts and edge <-> cloud bytes."""
         self._tiers = tiers
@@ -190,11 +233,17 @@ class RunRecorder:
             entry["robust"] = self._filter
         if self._tiers is not None:
             entry["tiers"] = self._tiers
+        if self._privacy:
+            entry["privacy"] = self._privacy
+            summary = self.data["privacy"]
+            eps = self._privacy.get("epsilon-max", 0.0)
+            summary["epsilon-max"] = max(summary["epsilon-max"], eps)
         self._tick = now
         self._client = {"train": None, "evaluate": None}
         self._rejected = []
         self._filter = None
         self._tiers = None
+        self._privacy = {}
         if server_round == 0:
             self.data["setup"] = entry
         else:
@@ -222,8 +271,11 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
 
     rounds = results["rounds"]
     xs = [r["round"] for r in rounds]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+    private = "privacy" in results
+    fig, axes = plt.subplots(1, 3 if private else 2, figsize=(15 if private else 10, 4))
+    if private:
+        _plot_epsilon(axes[2], results)
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=False):
         for source, label in (
             ("server", "server (held-out test)"),
             ("evaluate", "clients (local val)"),
@@ -243,3 +295,21 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_epsilon(ax: Any, results: Mapping[str, Any]) -> None:
+    """Cumulative epsilon per round: every client's, and the maximum."""
+    rounds = [r for r in results["rounds"] if r.get("privacy", {}).get("epsilon-max") is not None]
+    clients = sorted({p for r in rounds for p in r["privacy"].get("epsilon", {})}, key=int)
+    for p in clients:
+        pts = [(r["round"], r["privacy"]["epsilon"][p]) for r in rounds
+               if p in r["privacy"].get("epsilon", {})]  # fmt: skip
+        ax.plot(*zip(*pts, strict=True), color="0.7", lw=0.8)
+    ax.plot([r["round"] for r in rounds], [r["privacy"]["epsilon-max"] for r in rounds],
+            marker=".", color="C3", label="max over clients" if clients else "server (central)")
+    privacy = results["privacy"]
+    ax.axhline(privacy["budget-epsilon"], ls="--", color="k", lw=0.8, label="budget")
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"epsilon (delta = {privacy['delta']:g}, {privacy['accountant']})")
+    ax.grid(alpha=0.3)
+    ax.legend()

@@ -29,6 +29,7 @@ from torch import nn
 
 from app.attack import malicious_partitions
 from app.config import AppConfig, ConfigError, HeConfig
+from app.dp_config import DpConfig, DpConfigError
 from app.keys import simulation_keys
 from app.metering import MeteredGrid
 from app.records import (
@@ -41,12 +42,16 @@ from app.records import (
     SETUP_ACTION,
     STANDARDIZE_MEAN,
     STANDARDIZE_STD,
+    UNIT_WEIGHT,
 )
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
+from privacy.dp import PrivacyLedger, planned_noise
 from privacy.he import KeyBundle, load_bundle
 from strategies import make_strategy
+from strategies.central_dp import LedgeredCentralDp
 from strategies.hierarchical import assign_edges
+from strategies.privacy_budget import BudgetGuard, BudgetsExhausted
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 
@@ -72,13 +77,17 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     recorder = RunRecorder(new_run_dir(cfg.output_dir, run_id), run_config, metered)
     log(INFO, "run_server: task=%s strategy=%s he=%s, results in %s",
         cfg.task, cfg.strategy, cfg.he.backend, recorder.run_dir)  # fmt: skip
+    status = "completed"
     try:
         with he_keys(cfg.he, eval_keys=cfg.robust.filter != "none") as (bundle, client_config):
             _train(cfg, task, metered, recorder, bundle, client_config)
+    except BudgetsExhausted as e:  # a clean end: every finished round is on disk
+        log(WARNING, "run_server: stopping early: %s", e)
+        status, recorder.data["stopped"] = "stopped", str(e)
     except BaseException as e:
         recorder.finish("failed", error=f"{type(e).__name__}: {e}")
         raise
-    path = recorder.finish()
+    path = recorder.finish(status)
     final = recorder.data["final"]
     log(
         INFO,
@@ -101,6 +110,10 @@ def _train(
     _check_capacity(task, nodes)
     client_config = ConfigRecord({**cfg.client_config(), **he_client_config})
     sizes, partitions, declared, moments = describe_nodes(grid, client_config)
+    try:
+        cfg.dp.check_clients(sizes)
+    except DpConfigError as e:
+        raise ConfigError(str(e)) from e
     edges = None
     if cfg.hierarchy.enabled:
         try:
@@ -138,7 +151,9 @@ def _train(
         edges=edges,
         cloud_box=cloud_box,
         on_tiers=recorder.tiers,
+        weighted_by_key=UNIT_WEIGHT if cfg.dp.mode == "central" else NUM_EXAMPLES,
     )
+    strategy = with_privacy(strategy, cfg, recorder, nodes)
     central = None
     if bundle is None:
         central = central_evaluation(task, model)
@@ -152,6 +167,28 @@ def _train(
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=recorder.evaluate_fn(central),
     )
+
+
+def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: int) -> Any:
+    """Wrap the strategy in central DP (noise on the aggregate) or client budget handling."""
+    dp: DpConfig = cfg.dp
+    recorder.privacy_setup(dp)
+    if dp.on_clients:
+        return BudgetGuard(strategy, on_decline=recorder.declined)
+    if dp.mode != "central":
+        return strategy
+    z = dp.noise_multiplier or planned_noise(
+        target_epsilon=dp.epsilon, delta=dp.delta, sample_rate=1.0,
+        steps=cfg.num_server_rounds, accountant=dp.accountant,
+    )  # fmt: skip
+    sampled = max(int(nodes * cfg.fraction_train), cfg.min_clients)
+    log(INFO, "with_privacy: central DP, noise multiplier %.3f, clip %.3g, %d clients a round",
+        z, dp.max_grad_norm, sampled)  # fmt: skip
+    return LedgeredCentralDp(
+        strategy, z, dp.max_grad_norm, sampled,
+        ledger=PrivacyLedger(delta=dp.delta, accountant=dp.accountant),
+        on_release=recorder.central_release,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -123,12 +123,14 @@ def make_strategy(
     edges: dict[int, int] | None = None,
     cloud_box: BoxPlot | None = None,
     on_tiers: TierFn | None = None,
+    weighted_by_key: str = "num-examples",
 ) -> FedAvg:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
     With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts;
     with ``robust.box`` box-plot filtering runs before aggregation (per edge when
     ``edges`` maps nodes to edges; ``cloud_box`` filters edge results).
+    ``weighted_by_key`` names the reply metric that weights each client.
     """
     robust = robust or Robustness()
     common: dict[str, object] = dict(
@@ -140,6 +142,7 @@ def make_strategy(
         train_metrics_aggr_fn=train_metrics_aggr_fn,
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         on_reject=on_reject,
+        weighted_by_key=weighted_by_key,
     )
     if name in BUILTIN_ROBUST:
         if he_bundle is not None or robust.box is not None or edges is not None:

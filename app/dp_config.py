@@ -1,0 +1,120 @@
+"""The ``dp.`` run-config sub-table: which differential-privacy layer runs, and its budget.
+
+Modes (README: "Differential privacy"):
+- ``dp-sgd``: sample-level DP-SGD on each client with Opacus (Gaussian, RDP/PRV).
+- ``laplace-sgd``: the CNN-DP paper's Laplace variant, made sound (``privacy.dp.laplace``).
+- ``local``: each client clips and noises its outgoing update (client-level local DP).
+- ``central``: Flower's server-side fixed clipping adds noise to the aggregate.
+``dp.input-epsilon > 0`` adds input perturbation (tabular tasks) to any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from privacy.dp.ledger import ACCOUNTANTS
+from privacy.dp.sgd import GRAD_SAMPLE_MODES
+
+DP_MODES = ("none", "dp-sgd", "laplace-sgd", "local", "central")
+LOCAL_MECHANISMS = ("gaussian", "laplace")
+CLIENT_MODES = ("dp-sgd", "laplace-sgd", "local")
+
+
+class DpConfigError(ValueError):
+    """A ``dp.`` value is out of range or cannot combine with the rest of the run."""
+
+
+def _value(cfg: Mapping[str, Any], key: str, kind: type, ok: Callable[[Any], bool], allowed: str):
+    value = cfg.get(key)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool) or not ok(value):
+        raise DpConfigError(f"run-config key '{key}' = {value!r} is invalid; allowed: {allowed}")
+    return value
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    """Validated ``dp.*`` keys; ``client_config`` is what clients receive each round."""
+
+    mode: str = "none"
+    epsilon: float = 3.0
+    delta: float = 1e-5
+    noise_multiplier: float = 0.0
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+    grad_sample_mode: str = "hooks"
+    local_mechanism: str = "gaussian"
+    l1_clip: float = 1.0
+    laplace_increment: float = 0.0
+    loss_bound: float = 5.0
+    weight_decay: float = 1e-4
+    relaxation: float = 1e-3
+    input_epsilon: float = 0.0
+    input_width: float = 3.0
+    seeded_noise: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none" or self.input_epsilon > 0
+
+    @property
+    def on_clients(self) -> bool:
+        """Clients keep a ledger (and may decline) in these modes."""
+        return self.mode in CLIENT_MODES or self.input_epsilon > 0
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> DpConfig:
+        pos, nonneg = (lambda v: v > 0, "a float > 0"), (lambda v: v >= 0, "a float >= 0")
+
+        def choice(key: str, options: tuple[str, ...]) -> str:
+            return _value(cfg, key, str, lambda v: v in options, " | ".join(options))
+
+        return cls(
+            mode=choice("dp.mode", DP_MODES),
+            epsilon=_value(cfg, "dp.epsilon", float, *pos),
+            delta=_value(cfg, "dp.delta", float, lambda v: 0 < v < 1, "0 < delta < 1"),
+            noise_multiplier=_value(cfg, "dp.noise-multiplier", float, *nonneg),
+            max_grad_norm=_value(cfg, "dp.max-grad-norm", float, *pos),
+            accountant=choice("dp.accountant", ACCOUNTANTS),
+            grad_sample_mode=choice("dp.grad-sample-mode", GRAD_SAMPLE_MODES),
+            local_mechanism=choice("dp.local-mechanism", LOCAL_MECHANISMS),
+            l1_clip=_value(cfg, "dp.l1-clip", float, *pos),
+            laplace_increment=_value(cfg, "dp.laplace-increment", float, *nonneg),
+            loss_bound=_value(cfg, "dp.loss-bound", float, *pos),
+            weight_decay=_value(cfg, "dp.weight-decay", float, *nonneg),
+            relaxation=_value(cfg, "dp.relaxation", float, *pos),
+            input_epsilon=_value(cfg, "dp.input-epsilon", float, *nonneg),
+            input_width=_value(cfg, "dp.input-width", float, *pos),
+            seeded_noise=_value(cfg, "dp.seeded-noise", bool, lambda v: True, "true | false"),
+        )
+
+    def check_clients(self, sizes: Mapping[int, int]) -> None:
+        """Refuse a delta that is no guarantee for the smallest client (delta must be << 1/n)."""
+        if self.mode in ("dp-sgd", "laplace-sgd") and sizes:
+            n = min(sizes.values())
+            if self.delta >= 1 / n:
+                raise DpConfigError(
+                    f"run-config key 'dp.delta' = {self.delta!r} is invalid: the smallest client "
+                    f"holds {n} examples, so delta must be < 1/{n} = {1 / n:.3g} (smaller is safer)"
+                )
+
+    def client_config(self, num_rounds: int) -> dict[str, Any]:
+        """What clients need to train privately and keep their ledger.
+
+        Central DP only tells clients to report a unit weight (uniform averaging).
+        """
+        if not self.on_clients:
+            return {"dp.mode": "central"} if self.mode == "central" else {}
+        return {
+            "dp.mode": self.mode, "dp.epsilon": self.epsilon, "dp.delta": self.delta,
+            "dp.noise-multiplier": self.noise_multiplier, "dp.max-grad-norm": self.max_grad_norm,
+            "dp.accountant": self.accountant, "dp.grad-sample-mode": self.grad_sample_mode,
+            "dp.local-mechanism": self.local_mechanism, "dp.l1-clip": self.l1_clip,
+            "dp.laplace-increment": self.laplace_increment, "dp.loss-bound": self.loss_bound,
+            "dp.weight-decay": self.weight_decay, "dp.relaxation": self.relaxation,
+            "dp.input-epsilon": self.input_epsilon, "dp.input-width": self.input_width,
+            "dp.seeded-noise": self.seeded_noise, "dp.rounds": num_rounds,
+        }  # fmt: skip

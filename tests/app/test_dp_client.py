@@ -1,0 +1,93 @@
+"""Client-side DP called as Flower calls it: the local-DP mod, the ledger, budgets."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from app.dp_client import dp_mod, ledger_of
+from app.dp_config import DpConfig
+from app.simulation import resolve_run_config
+from privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, PrivacyLedger
+
+pytestmark = pytest.mark.usefixtures("server_identity")
+SENT = {"w": np.zeros((4, 5), dtype=np.float32)}
+TRAINED = {"w": np.full((4, 5), 3.0, dtype=np.float32)}  # an update of L2 norm 13.4, L1 60
+
+
+def _config(server_round: int = 1, **dp: object) -> ConfigRecord:
+    run = resolve_run_config({"num-server-rounds": 4, **dp})
+    cfg = DpConfig.from_run_config(run).client_config(4)
+    return ConfigRecord({**cfg, "seed": 0, "server-round": server_round})
+
+
+def _message(cfg: ConfigRecord) -> Message:
+    arrays = ArrayRecord({k: Array(v) for k, v in SENT.items()})
+    return Message(RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=1,
+                   message_type="train")  # fmt: skip
+
+
+def _trained(msg: Message, ctx: Context) -> Message:
+    arrays = ArrayRecord({k: Array(v) for k, v in TRAINED.items()})
+    metrics = MetricRecord({"num-examples": 10})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
+                   state=RecordDict(), run_config={})  # fmt: skip
+
+
+def _update(reply: Message) -> np.ndarray:
+    return reply.content["arrays"]["w"].numpy() - SENT["w"]
+
+
+@pytest.mark.parametrize("mechanism", ["gaussian", "laplace"])
+def test_local_dp_clips_noises_and_keeps_the_ledger_across_rounds(mechanism: str) -> None:
+    # Prepare: a tiny clip, so the noise (scale ~ clip) dwarfs the clipped update
+    ctx, dp = _context(), {"dp.mode": "local", "dp.local-mechanism": mechanism,
+                           "dp.max-grad-norm": 0.1, "dp.l1-clip": 0.1, "dp.epsilon": 40.0}
+    # Execute: two rounds through the mod
+    first = dp_mod(_message(_config(1, **dp)), ctx, _trained)
+    second = dp_mod(_message(_config(2, **dp)), ctx, _trained)
+    # Assert: the 3.0-per-coordinate update is gone (clipped to 0.1 overall), noise added
+    update = _update(first)
+    assert np.abs(update).max() < 2.0 and np.std(update) > 0
+    assert not np.allclose(update, _update(second))  # fresh noise per round
+    ledger = ledger_of(ctx, DpConfig.from_run_config(_config(**dp)))
+    assert ledger.rounds == 2
+    eps1, eps2 = first.content["metrics"][EPSILON_KEY], second.content["metrics"][EPSILON_KEY]
+    assert 0 < eps1 < eps2 == pytest.approx(ledger.epsilon())
+    if mechanism == "laplace":  # basic composition: epsilon / rounds per release
+        assert (eps1, eps2) == pytest.approx((10.0, 20.0))
+    else:  # the planned noise spends the budget over the 4 planned rounds, not sooner
+        assert eps2 < 40.0
+
+
+def test_gaussian_epsilon_is_the_accountants_for_the_noise_flower_added() -> None:
+    dp = {"dp.mode": "local", "dp.noise-multiplier": 2.0, "dp.max-grad-norm": 1.0}
+    reply = dp_mod(_message(_config(1, **dp)), _context(), _trained)
+    expected = PrivacyLedger(delta=1e-5, gaussian=[(2.0, 1.0, 1)]).epsilon()
+    assert reply.content["metrics"][EPSILON_KEY] == pytest.approx(expected)
+    # Flower's LocalDpMod: update clipped to norm 1, then N(0, (z * 2 * clip)^2) per coordinate
+    assert 2.5 < np.std(_update(reply)) < 6.0
+
+
+def test_a_client_at_its_budget_declines_and_stays_declined() -> None:
+    ctx = _context()
+    dp = {"dp.mode": "local", "dp.local-mechanism": "laplace", "dp.epsilon": 2.0}
+    replies = [dp_mod(_message(_config(r, **dp)), ctx, _trained) for r in range(1, 6)]
+    assert [r.has_error() for r in replies] == [False] * 4 + [True]  # 4 planned rounds of 0.5
+    assert replies[-1].error.code == BUDGET_EXHAUSTED
+    assert "privacy budget exhausted" in replies[-1].error.reason
+    assert "dp.epsilon = 2" in replies[-1].error.reason
+
+
+def test_other_messages_and_modes_pass_through() -> None:
+    seen = []
+
+    def call_next(msg: Message, ctx: Context) -> Message:
+        seen.append(msg)
+        return _trained(msg, ctx)
+
+    reply = dp_mod(_message(_config(1, **{"dp.mode": "dp-sgd"})), _context(), call_next)
+    assert len(seen) == 1 and np.allclose(_update(reply), 3.0)

@@ -1,0 +1,45 @@
+"""Bad DP settings stop the run before round 1 with a message naming the key."""
+
+import pytest
+
+from app.config import AppConfig, ConfigError
+from app.dp_config import DpConfig, DpConfigError
+from app.simulation import resolve_run_config
+
+
+def _config(**overrides: object) -> AppConfig:
+    return AppConfig.from_run_config(resolve_run_config(overrides))
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"dp.mode": "dp-sgd", "dp.epsilon": 0.0}, "'dp.epsilon' = 0.0 is invalid; allowed: a float"),
+    ({"dp.mode": "dp-sgd", "dp.epsilon": -1.0}, "'dp.epsilon' = -1.0"),
+    ({"dp.mode": "dp-sgd", "dp.noise-multiplier": -0.5}, "'dp.noise-multiplier' = -0.5"),
+    ({"dp.mode": "dp-sgd", "dp.delta": 1.0}, "'dp.delta' = 1.0 is invalid; allowed: 0 < delta < 1"),
+    ({"dp.mode": "gaussian"}, "'dp.mode' = 'gaussian' is invalid"),
+    ({"dp.accountant": "gdp"}, "'dp.accountant' = 'gdp'"),
+    ({"dp.mode": "central", "he.backend": "ckks"}, "needs plaintext fedavg/fedprox"),
+    ({"dp.mode": "central", "robust.filter": "boxplot"}, "needs plaintext fedavg/fedprox"),
+    ({"dp.input-epsilon": 1.0, "task": "dp-cnn"}, "task 'dp-cnn' is not tabular"),
+    ({"dp.input-epsilon": 3.0, "dp.epsilon": 3.0}, "must be below the whole budget"),
+    ({"dp.mode": "dp-sgd", "task": "mcsn"}, "set mcsn.class-weights = 'none'"),
+])  # fmt: skip
+def test_bad_dp_settings_name_the_key(overrides: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _config(**overrides)
+
+
+def test_delta_must_be_below_one_over_the_smallest_client() -> None:
+    dp = _config(**{"dp.mode": "dp-sgd", "dp.delta": 0.001}).dp
+    dp.check_clients({1: 5000, 2: 999})  # 0.001 < 1/999
+    with pytest.raises(DpConfigError, match=r"holds 1000 examples, so delta must be < 1/1000"):
+        dp.check_clients({1: 5000, 2: 1000})
+
+
+def test_clients_get_dp_keys_only_when_they_act() -> None:
+    assert _config().client_config().keys().isdisjoint({"dp.mode", "dp.rounds"})
+    central = _config(**{"dp.mode": "central"}).client_config()
+    assert central["dp.mode"] == "central" and "dp.rounds" not in central
+    sgd = _config(**{"dp.mode": "dp-sgd", "num-server-rounds": 7}).client_config()
+    assert sgd["dp.rounds"] == 7 and sgd["dp.epsilon"] == 3.0
+    assert DpConfig.from_run_config(sgd) == _config(**{"dp.mode": "dp-sgd"}).dp
