@@ -61,6 +61,18 @@ def test_real_mnist_counts() -> None:
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist (.ci/run)
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason=f"real Fashion-MNIST not found at {FASHION} "
+                    "(apt-get install dataset-fashion-mnist)")  # fmt: skip
+def test_real_fashion_mnist_counts() -> None:
+    x, y = load_images("fashion-mnist", FASHION, train=True)
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [6000] * 10
+    assert abs(x.mean() / 255 - 0.2860) < 1e-3  # the published channel mean the task uses
+
+
 def test_cifar10_without_batches_names_the_folder(tmp_path: Path) -> None:
     # Real CIFAR-10 cannot be had here; torchvision verifies its batches' checksums,
     # so only the error path of the loader is testable offline (the task trains on
