@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from app.dp_client import dp_mod, ledger_of
+from app.config import AppConfig, ClientSettings
+from app.dp_client import BudgetExhausted, dp_mod, ledger_of, train_private
 from app.dp_config import DpConfig
 from app.simulation import resolve_run_config
 from privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, PrivacyLedger
+from tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 SENT = {"w": np.zeros((4, 5), dtype=np.float32)}
@@ -91,3 +93,51 @@ def test_other_messages_and_modes_pass_through() -> None:
 
     reply = dp_mod(_message(_config(1, **{"dp.mode": "dp-sgd"})), _context(), call_next)
     assert len(seen) == 1 and np.allclose(_update(reply), 3.0)
+
+
+def _tabular_round(ctx: Context, server_round: int, **dp: object) -> tuple[dict, object]:
+    """One real breast-cancer training round through ``train_private``."""
+    run = resolve_run_config({"num-server-rounds": 2, "local-epochs": 1, **dp})
+    app_cfg = AppConfig.from_run_config(run)
+    task = get_task("breast-cancer")
+    x = task.load_arrays()[0]
+    cfg = ConfigRecord({**app_cfg.client_config(), "server-round": server_round,
+                        "standardize-mean": x.mean(0).tolist(),
+                        "standardize-std": x.std(0).tolist()})  # fmt: skip
+    settings = ClientSettings.from_message_config(cfg, partition_id=0)
+    data = task.load_partition(0, 2, settings.spec)
+    model = task.build_model()
+    task.set_standardization(model, cfg["standardize-mean"], cfg["standardize-std"])
+    seen = {}
+    original = task.train
+
+    def spy(model, train, settings):  # records what the task trained on
+        seen["x"] = train.tensors[0].clone()
+        return original(model, train, settings)
+
+    task.train = spy
+    try:
+        metrics = train_private(task, model, data, settings.train, _message(cfg), ctx)
+    finally:
+        del task.train
+    return metrics, seen.get("x")
+
+
+def test_input_perturbation_spends_its_epsilon_once_on_the_same_noisy_records() -> None:
+    ctx = _context()
+    first, x1 = _tabular_round(ctx, 1, **{"dp.input-epsilon": 2.0})
+    second, x2 = _tabular_round(ctx, 2, **{"dp.input-epsilon": 2.0})
+    assert first[EPSILON_KEY] == second[EPSILON_KEY] == 2.0  # no extra spend per round
+    assert np.array_equal(x1.numpy(), x2.numpy())  # re-released, not re-noised
+
+
+def test_laplace_sgd_follows_its_schedule_and_declines_past_the_plan() -> None:
+    ctx, dp = _context(), {"dp.mode": "laplace-sgd", "dp.epsilon": 6.0,
+                           "dp.laplace-increment": 2.0}  # fmt: skip
+    first, _ = _tabular_round(ctx, 1, **dp)
+    second, _ = _tabular_round(ctx, 2, **dp)
+    # 2 planned epochs: eps_1 + (eps_1 + 2) = 6 -> [2, 4]
+    assert (first["dp-round-epsilon"], second["dp-round-epsilon"]) == pytest.approx((2.0, 4.0))
+    assert second[EPSILON_KEY] == pytest.approx(6.0)
+    with pytest.raises(BudgetExhausted, match="epsilon would reach"):
+        _tabular_round(ctx, 3, **dp)

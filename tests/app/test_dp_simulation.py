@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from opacus.accountants import RDPAccountant
 
+from app.config import ConfigError
 from app.simulation import simulate
 
 BASE = {"num-server-rounds": 3, "local-epochs": 1, "fraction-evaluate": 0.0, "batch-size": 32}
@@ -75,3 +76,13 @@ def test_dp_and_he_compose_through_flower(tmp_path: Path) -> None:
     assert (Path(results["path"]).parent / "global-model.he.json").exists()
     assert all(len(r["privacy"]["epsilon"]) == 4 for r in results["rounds"])
     assert results["privacy"]["epsilon-max"] <= 8.0
+
+
+def test_delta_above_one_over_n_stops_the_run_before_round_one(tmp_path: Path) -> None:
+    # 10 breast-cancer clients hold about 36 training examples each: delta 0.05 > 1/36
+    with pytest.raises(ConfigError, match="smallest client holds 36 examples"):
+        simulate(BASE | {"output-dir": str(tmp_path), "dp.mode": "dp-sgd", "dp.delta": 0.05},
+                 num_supernodes=10)  # fmt: skip
+    (results,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/results.json")]
+    assert results["status"] == "failed" and results["rounds"] == []
+    assert "'dp.delta' = 0.05 is invalid: the smallest client holds" in results["error"]
