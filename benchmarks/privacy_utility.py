@@ -36,8 +36,8 @@ def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict
         cfg |= {"dp-cnn.dataset": args.dataset, "dp-cnn.data-dir": args.data_dir}
     cfg |= {
         "num-server-rounds": args.rounds, "local-epochs": 1, "batch-size": args.batch_size,
-        "learning-rate": args.lr, "val-fraction": 0.02, "fraction-evaluate": 0.0,
-        "seed": args.seed,
+        "learning-rate": args.lr if epsilon is not None else args.no_dp_lr,
+        "val-fraction": 0.02, "fraction-evaluate": 0.0, "seed": args.seed,
     }  # fmt: skip
     if epsilon is not None:
         cfg |= {"dp.mode": mechanism, "dp.epsilon": epsilon, "dp.delta": args.delta,
@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=2.0)
+    parser.add_argument("--no-dp-lr", type=float, default=0.1,
+                        help="learning rate of the non-private baseline (unclipped gradients)")
     parser.add_argument("--clip", type=float, default=1.0, help="dp.max-grad-norm (L2)")
     parser.add_argument("--l1-clip", type=float, default=1.0, help="dp.l1-clip (Laplace)")
     parser.add_argument("--delta", type=float, default=1e-5)
