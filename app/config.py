@@ -6,23 +6,19 @@ message's ConfigRecord (``ClientSettings``), so one source of truth drives both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.attack import ATTACKS, Attack
-from app.dp_config import DpConfig, DpConfigError
+from app.config_values import ConfigError, check, choice, get, number
+from app.dp_config import DpConfig
 from data.partition import PARTITIONERS, PartitionSpec
 from strategies import STRATEGIES, Robustness
 from strategies.factory import BUILTIN_ROBUST
 from strategies.robust import QUARTILES, SCORES, BoxPlot
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
-
-
-class ConfigError(ValueError):
-    """A run-config value is missing, of the wrong type or out of range."""
-
 
 TABULAR_TASKS = ("breast-cancer", "mcsn")
 
@@ -59,52 +55,19 @@ def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: Robu
         )
 
 
-_KIND_NAMES = {int: "an integer", float: "a float", str: "a string", bool: "true or false"}
-
-
-def _get(cfg: Mapping[str, Any], key: str, kind: type) -> Any:
-    if key not in cfg:
-        raise ConfigError(f"run-config key '{key}' is missing (declare it in pyproject.toml)")
-    value = cfg[key]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ConfigError(f"run-config key '{key}' must be {_KIND_NAMES[kind]}, got {value!r}")
-    return value
-
-
-def _check(key: str, value: Any, ok: bool, allowed: str) -> Any:
-    if not ok:
-        raise ConfigError(f"run-config key '{key}' = {value!r} is invalid; allowed: {allowed}")
-    return value
-
-
-def _choice(cfg: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = _get(cfg, key, str)
-    return _check(key, value, value in choices, " | ".join(choices))
-
-
-def _number(
-    cfg: Mapping[str, Any], key: str, kind: type, ok: Callable[[Any], bool], allowed: str
-) -> Any:
-    value = _get(cfg, key, kind)
-    return _check(key, value, ok(value), allowed)
-
-
 HE_BACKENDS = ("none", "ckks", "paillier")
 HE_PACKINGS = ("packed", "naive")
 POLY_DEGREES = (8192, 16384, 32768)
 
 
 def _int_list(cfg: Mapping[str, Any], key: str) -> tuple[int, ...]:
-    text = _get(cfg, key, str)
+    text = get(cfg, key, str)
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
     ok = len(values) >= 2 and all(20 <= v <= 60 for v in values)
-    _check(key, text, ok, "comma-separated bit sizes, at least two, each in [20, 60]")
+    check(key, text, ok, "comma-separated bit sizes, at least two, each in [20, 60]")
     return values
 
 
@@ -131,7 +94,7 @@ class HeConfig:
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> HeConfig:
         coeffs = _int_list(cfg, "he.coeff-mod-bit-sizes")
-        scale_bits = _number(
+        scale_bits = number(
             cfg,
             "he.scale-bits",
             int,
@@ -139,25 +102,25 @@ class HeConfig:
             f"an integer in [20, {coeffs[0]})",
         )
         return cls(
-            backend=_choice(cfg, "he.backend", HE_BACKENDS),
-            bits=_number(cfg, "he.bits", int, lambda v: 2 <= v <= 32, "an integer in [2, 32]"),
-            clip=_number(cfg, "he.clip", float, lambda v: v > 0, "a float > 0"),
-            packing=_choice(cfg, "he.packing", HE_PACKINGS),
-            key_bits=_number(
+            backend=choice(cfg, "he.backend", HE_BACKENDS),
+            bits=number(cfg, "he.bits", int, lambda v: 2 <= v <= 32, "an integer in [2, 32]"),
+            clip=number(cfg, "he.clip", float, lambda v: v > 0, "a float > 0"),
+            packing=choice(cfg, "he.packing", HE_PACKINGS),
+            key_bits=number(
                 cfg,
                 "he.key-bits",
                 int,
                 lambda v: v >= 2048 and v % 256 == 0,
                 "2048, 3072, 4096, ...",
             ),
-            poly_modulus_degree=_number(
+            poly_modulus_degree=number(
                 cfg, "he.poly-modulus-degree", int, lambda v: v in POLY_DEGREES, str(POLY_DEGREES)
             ),
             coeff_mod_bit_sizes=coeffs,
             scale_bits=scale_bits,
-            server_bundle=_get(cfg, "he.server-bundle", str),
-            client_bundle=_get(cfg, "he.client-bundle", str),
-            workers=_number(cfg, "he.workers", int, lambda v: v >= 1, "an integer >= 1"),
+            server_bundle=get(cfg, "he.server-bundle", str),
+            client_bundle=get(cfg, "he.client-bundle", str),
+            workers=number(cfg, "he.workers", int, lambda v: v >= 1, "an integer >= 1"),
         )
 
     def key_params(self, *, eval_keys: bool = False) -> dict[str, Any]:
@@ -198,19 +161,19 @@ class RobustConfig:
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> RobustConfig:
-        text = _get(cfg, "robust.scores", str)
+        text = get(cfg, "robust.scores", str)
         scores = () if text == "auto" else tuple(s.strip() for s in text.split(","))
-        _check("robust.scores", text, all(s in SCORES for s in scores),
+        check("robust.scores", text, all(s in SCORES for s in scores),
                "auto, or a comma-separated list of " + " | ".join(SCORES))  # fmt: skip
         return cls(
-            filter=_choice(cfg, "robust.filter", FILTERS),
+            filter=choice(cfg, "robust.filter", FILTERS),
             scores=scores,
-            k=_number(cfg, "robust.k", float, lambda v: v >= 0, "a float >= 0"),
-            quartiles=_choice(cfg, "robust.quartiles", QUARTILES),
-            num_malicious=_number(
+            k=number(cfg, "robust.k", float, lambda v: v >= 0, "a float >= 0"),
+            quartiles=choice(cfg, "robust.quartiles", QUARTILES),
+            num_malicious=number(
                 cfg, "robust.num-malicious", int, lambda v: v >= 0, "an integer >= 0"
             ),
-            trim_beta=_number(
+            trim_beta=number(
                 cfg, "robust.trim-beta", float, lambda v: 0 <= v < 0.5, "0 <= x < 0.5"
             ),
         )
@@ -246,8 +209,8 @@ class HierarchyConfig:
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> HierarchyConfig:
         return cls(
-            edges=_number(cfg, "hierarchy.edges", int, lambda v: v >= 0, "an integer >= 0"),
-            filter_tier=_choice(cfg, "hierarchy.filter-tier", TIERS),
+            edges=number(cfg, "hierarchy.edges", int, lambda v: v >= 0, "an integer >= 0"),
+            filter_tier=choice(cfg, "hierarchy.filter-tier", TIERS),
         )
 
     def boxes(self, box: BoxPlot | None) -> tuple[BoxPlot | None, BoxPlot | None]:
@@ -260,12 +223,12 @@ class HierarchyConfig:
 
 def _attack(cfg: Mapping[str, Any]) -> Attack:
     return Attack(
-        type=_choice(cfg, "attack.type", ATTACKS),
-        fraction=_number(cfg, "attack.fraction", float, lambda v: 0 <= v < 1, "0 <= x < 1"),
-        scale=_number(cfg, "attack.scale", float, lambda v: v > 0, "a float > 0"),
-        noise_std=_number(cfg, "attack.noise-std", float, lambda v: v > 0, "a float > 0"),
-        value=_get(cfg, "attack.value", float),
-        seed=_get(cfg, "seed", int),
+        type=choice(cfg, "attack.type", ATTACKS),
+        fraction=number(cfg, "attack.fraction", float, lambda v: 0 <= v < 1, "0 <= x < 1"),
+        scale=number(cfg, "attack.scale", float, lambda v: v > 0, "a float > 0"),
+        noise_std=number(cfg, "attack.noise-std", float, lambda v: v > 0, "a float > 0"),
+        value=get(cfg, "attack.value", float),
+        seed=get(cfg, "seed", int),
     )
 
 
@@ -358,40 +321,40 @@ class AppConfig:
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
         positive_int = (lambda v: v >= 1, "an integer >= 1")
-        strategy, he = _choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
+        strategy, he = choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
         hierarchy = HierarchyConfig.from_run_config(cfg)
         _check_layers(strategy, he, robust, hierarchy)
-        task = _choice(cfg, "task", TASK_NAMES)
+        task = choice(cfg, "task", TASK_NAMES)
         own = task_config(task, cfg)
         try:
             # validates the task's sub-table; loads no data
             weights = getattr(get_task(task, own), "options", None)
             dp = DpConfig.from_run_config(cfg)
-        except (ValueError, DpConfigError) as e:
+        except ValueError as e:
             raise ConfigError(str(e)) from e
         _check_dp(dp, task, strategy, he, robust, hierarchy,
                   getattr(weights, "class_weights", "none"))  # fmt: skip
         return cls(
             task=task,
-            num_server_rounds=_number(cfg, "num-server-rounds", int, *positive_int),
-            fraction_train=_number(
+            num_server_rounds=number(cfg, "num-server-rounds", int, *positive_int),
+            fraction_train=number(
                 cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"
             ),
-            fraction_evaluate=_number(
+            fraction_evaluate=number(
                 cfg, "fraction-evaluate", float, lambda v: 0 <= v <= 1, "0 <= x <= 1"
             ),
-            min_clients=_number(cfg, "min-clients", int, lambda v: v >= 1, "an integer >= 1"),
-            local_epochs=_number(cfg, "local-epochs", int, *positive_int),
-            batch_size=_number(cfg, "batch-size", int, *positive_int),
-            learning_rate=_number(cfg, "learning-rate", float, lambda v: v > 0, "a float > 0"),
+            min_clients=number(cfg, "min-clients", int, lambda v: v >= 1, "an integer >= 1"),
+            local_epochs=number(cfg, "local-epochs", int, *positive_int),
+            batch_size=number(cfg, "batch-size", int, *positive_int),
+            learning_rate=number(cfg, "learning-rate", float, lambda v: v > 0, "a float > 0"),
             strategy=strategy,
-            proximal_mu=_number(cfg, "proximal-mu", float, lambda v: v >= 0, "a float >= 0"),
-            partitioner=_choice(cfg, "partitioner", PARTITIONERS),
-            dirichlet_alpha=_number(cfg, "dirichlet-alpha", float, lambda v: v > 0, "a float > 0"),
-            val_fraction=_number(cfg, "val-fraction", float, lambda v: 0 < v < 1, "0 < x < 1"),
-            seed=_number(cfg, "seed", int, lambda v: v >= 0, "an integer >= 0"),
-            output_dir=_number(
+            proximal_mu=number(cfg, "proximal-mu", float, lambda v: v >= 0, "a float >= 0"),
+            partitioner=choice(cfg, "partitioner", PARTITIONERS),
+            dirichlet_alpha=number(cfg, "dirichlet-alpha", float, lambda v: v > 0, "a float > 0"),
+            val_fraction=number(cfg, "val-fraction", float, lambda v: 0 < v < 1, "0 < x < 1"),
+            seed=number(cfg, "seed", int, lambda v: v >= 0, "an integer >= 0"),
+            output_dir=number(
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
             he=he,

@@ -10,29 +10,17 @@ Modes (README: "Differential privacy"):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.config_values import ConfigError, choice, get, number
 from privacy.dp.ledger import ACCOUNTANTS
 from privacy.dp.sgd import GRAD_SAMPLE_MODES
 
 DP_MODES = ("none", "dp-sgd", "laplace-sgd", "local", "central")
 LOCAL_MECHANISMS = ("gaussian", "laplace")
 CLIENT_MODES = ("dp-sgd", "laplace-sgd", "local")
-
-
-class DpConfigError(ValueError):
-    """A ``dp.`` value is out of range or cannot combine with the rest of the run."""
-
-
-def _value(cfg: Mapping[str, Any], key: str, kind: type, ok: Callable[[Any], bool], allowed: str):
-    value = cfg.get(key)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool) or not ok(value):
-        raise DpConfigError(f"run-config key '{key}' = {value!r} is invalid; allowed: {allowed}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -68,27 +56,23 @@ class DpConfig:
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> DpConfig:
         pos, nonneg = (lambda v: v > 0, "a float > 0"), (lambda v: v >= 0, "a float >= 0")
-
-        def choice(key: str, options: tuple[str, ...]) -> str:
-            return _value(cfg, key, str, lambda v: v in options, " | ".join(options))
-
         return cls(
-            mode=choice("dp.mode", DP_MODES),
-            epsilon=_value(cfg, "dp.epsilon", float, *pos),
-            delta=_value(cfg, "dp.delta", float, lambda v: 0 < v < 1, "0 < delta < 1"),
-            noise_multiplier=_value(cfg, "dp.noise-multiplier", float, *nonneg),
-            max_grad_norm=_value(cfg, "dp.max-grad-norm", float, *pos),
-            accountant=choice("dp.accountant", ACCOUNTANTS),
-            grad_sample_mode=choice("dp.grad-sample-mode", GRAD_SAMPLE_MODES),
-            local_mechanism=choice("dp.local-mechanism", LOCAL_MECHANISMS),
-            l1_clip=_value(cfg, "dp.l1-clip", float, *pos),
-            laplace_increment=_value(cfg, "dp.laplace-increment", float, *nonneg),
-            loss_bound=_value(cfg, "dp.loss-bound", float, *pos),
-            weight_decay=_value(cfg, "dp.weight-decay", float, *nonneg),
-            relaxation=_value(cfg, "dp.relaxation", float, *pos),
-            input_epsilon=_value(cfg, "dp.input-epsilon", float, *nonneg),
-            input_width=_value(cfg, "dp.input-width", float, *pos),
-            seeded_noise=_value(cfg, "dp.seeded-noise", bool, lambda v: True, "true | false"),
+            mode=choice(cfg, "dp.mode", DP_MODES),
+            epsilon=number(cfg, "dp.epsilon", float, *pos),
+            delta=number(cfg, "dp.delta", float, lambda v: 0 < v < 1, "0 < delta < 1"),
+            noise_multiplier=number(cfg, "dp.noise-multiplier", float, *nonneg),
+            max_grad_norm=number(cfg, "dp.max-grad-norm", float, *pos),
+            accountant=choice(cfg, "dp.accountant", ACCOUNTANTS),
+            grad_sample_mode=choice(cfg, "dp.grad-sample-mode", GRAD_SAMPLE_MODES),
+            local_mechanism=choice(cfg, "dp.local-mechanism", LOCAL_MECHANISMS),
+            l1_clip=number(cfg, "dp.l1-clip", float, *pos),
+            laplace_increment=number(cfg, "dp.laplace-increment", float, *nonneg),
+            loss_bound=number(cfg, "dp.loss-bound", float, *pos),
+            weight_decay=number(cfg, "dp.weight-decay", float, *nonneg),
+            relaxation=number(cfg, "dp.relaxation", float, *pos),
+            input_epsilon=number(cfg, "dp.input-epsilon", float, *nonneg),
+            input_width=number(cfg, "dp.input-width", float, *pos),
+            seeded_noise=get(cfg, "dp.seeded-noise", bool),
         )
 
     def check_clients(self, sizes: Mapping[int, int]) -> None:
@@ -96,7 +80,7 @@ class DpConfig:
         if self.mode in ("dp-sgd", "laplace-sgd") and sizes:
             n = min(sizes.values())
             if self.delta >= 1 / n:
-                raise DpConfigError(
+                raise ConfigError(
                     f"run-config key 'dp.delta' = {self.delta!r} is invalid: the smallest client "
                     f"holds {n} examples, so delta must be < 1/{n} = {1 / n:.3g} (smaller is safer)"
                 )

@@ -48,14 +48,13 @@ def planned_noise(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DpSgd:
     """One client's DP-SGD settings for a round (keyword-only, as Opacus')."""
 
     noise_multiplier: float
     max_grad_norm: float
     grad_sample_mode: str = "hooks"
-    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_multiplier <= 0:
@@ -86,7 +85,7 @@ def train_dp_sgd(
     q, steps_per_epoch = sampling(len(data), batch_size)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=dp.momentum)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     anchor = [p.detach().clone() for p in model.parameters()]
     with warnings.catch_warnings():  # secure_mode off: seeded noise, reproducible runs
         warnings.simplefilter("ignore")
@@ -99,21 +98,22 @@ def train_dp_sgd(
         )  # fmt: skip
     model.train()
     total, count = 0.0, 0
-    # Opacus' hooks fire on the first layer although inputs need no gradient: harmless.
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     try:
-        for _ in range(epochs):
-            for x, y in loader:
-                optimizer.zero_grad()
-                if len(y) == 0:  # an empty Poisson batch: nothing to learn, skip the step
-                    continue
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                if proximal_mu > 0:
-                    _proximal_step(model, anchor, lr * proximal_mu)
-                total += loss.item() * len(y)
-                count += len(y)
+        with warnings.catch_warnings():
+            # Opacus' hooks fire on the first layer although inputs need no gradient: harmless.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(epochs):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    if len(y) == 0:  # an empty Poisson batch: nothing to learn, skip the step
+                        continue
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+                    if proximal_mu > 0:
+                        _proximal_step(model, anchor, lr * proximal_mu)
+                    total += loss.item() * len(y)
+                    count += len(y)
     finally:
         hooks.cleanup()
     return total / max(count, 1), (dp.noise_multiplier, q, epochs * steps_per_epoch)

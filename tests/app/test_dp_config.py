@@ -3,7 +3,7 @@
 import pytest
 
 from app.config import AppConfig, ConfigError
-from app.dp_config import DpConfig, DpConfigError
+from app.dp_config import DpConfig
 from app.simulation import resolve_run_config
 
 
@@ -32,7 +32,7 @@ def test_bad_dp_settings_name_the_key(overrides: dict, match: str) -> None:
 def test_delta_must_be_below_one_over_the_smallest_client() -> None:
     dp = _config(**{"dp.mode": "dp-sgd", "dp.delta": 0.001}).dp
     dp.check_clients({1: 5000, 2: 999})  # 0.001 < 1/999
-    with pytest.raises(DpConfigError, match=r"holds 1000 examples, so delta must be < 1/1000"):
+    with pytest.raises(ConfigError, match=r"holds 1000 examples, so delta must be < 1/1000"):
         dp.check_clients({1: 5000, 2: 1000})
 
 
