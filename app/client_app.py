@@ -6,13 +6,15 @@ the run config once); the partition comes from the node config.
 
 from __future__ import annotations
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from torch import nn
 
 from app.attack import attack_mod, poison
 from app.config import ClientSettings
 from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
+from app.encrypted_training import NotAffineError, train_encrypted
 from app.he_mod import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
@@ -27,6 +29,7 @@ from app.records import (
     STANDARDIZE_STD,
     UNIT_WEIGHT,
 )
+from privacy.he import PayloadError
 from privacy.he.protocol import SCORES_ACTION
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
@@ -60,9 +63,11 @@ def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, Client
     )
 
 
-def _model(task: Task, msg: Message) -> nn.Module:
+def _model(task: Task, msg: Message, *, load: bool = True) -> nn.Module:
+    """The task's model with the run's standardization; the global weights if ``load``."""
     model = task.build_model()
-    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+    if load:
+        model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     if isinstance(task, TabularTask):
         cfg = msg.content[CONFIG]
         task.set_standardization(model, cfg[STANDARDIZE_MEAN], cfg[STANDARDIZE_STD])
@@ -85,6 +90,8 @@ def _reply(
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on the local training split."""
     task, settings, data = _setup(msg, context)
+    if msg.content[CONFIG].get("he.mode") == "server-keyed":  # README: "Server-keyed HE"
+        return _train_encrypted(msg, task, settings, data)
     model = _model(task, msg)
     if "dp.rounds" in msg.content[CONFIG]:  # client-side DP (README: "Differential privacy")
         try:
@@ -95,6 +102,22 @@ def train(msg: Message, context: Context) -> Message:
     else:
         metrics = task.train(model, data.train, settings.train)
     return _reply(msg, metrics, len(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
+
+
+def _train_encrypted(
+    msg: Message, task: Task, settings: ClientSettings, data: ClientData
+) -> Message:
+    """Update the encrypted global model [[w]] without reading it; reply [[w']]."""
+    model = _model(task, msg, load=False)  # the weights are ciphertexts
+    try:
+        arrays, metrics = train_encrypted(
+            model, lambda m: task.train(m, data.train, settings.train), msg.content[ARRAYS],
+            seed=settings.train.seed,
+        )  # fmt: skip
+    except (PayloadError, NotAffineError) as e:
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                             reason=f"server-keyed training: {e}"), reply_to=msg)  # fmt: skip
+    return _reply(msg, metrics, len(data.train), {ARRAYS: arrays})
 
 
 @app.evaluate()

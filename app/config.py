@@ -55,7 +55,36 @@ def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: Robu
         )
 
 
+def _check_server_keyed(
+    he: HeConfig, task: str, own: Mapping[str, Any], dp: DpConfig, attack: Attack
+) -> None:
+    """Encrypted-model training needs a quadratic loss, its own keys and plaintext-free layers."""
+    if task != "breast-cancer" or own.get("breast-cancer.loss") != "taylor":
+        raise ConfigError(
+            "run-config key 'he.mode' = 'server-keyed' trains on the encrypted model with the "
+            "Taylor-approximated logistic loss: set task = 'breast-cancer' and "
+            "breast-cancer.loss = 'taylor'"
+        )
+    if he.backend == "ckks" and len(he.coeff_mod_bit_sizes) < 3:
+        raise ConfigError(
+            f"run-config key 'he.coeff-mod-bit-sizes' = "
+            f"'{','.join(map(str, he.coeff_mod_bit_sizes))}': server-keyed CKKS needs one "
+            "multiplicative level, e.g. '60,40,60'"
+        )
+    if he.server_bundle or he.client_bundle:
+        raise ConfigError(
+            "run-config keys 'he.server-bundle' / 'he.client-bundle' are for server-blind keys; "
+            "in server-keyed mode the server makes its own key pair and clients get none"
+        )
+    if dp.mode != "none" or attack.active:
+        raise ConfigError(
+            "run-config key 'he.mode' = 'server-keyed' does not compose with dp.mode or the "
+            "attack harness (clients return ciphertexts of the updated model only)"
+        )
+
+
 HE_BACKENDS = ("none", "ckks", "paillier")
+HE_MODES = ("server-blind", "server-keyed")
 HE_PACKINGS = ("packed", "naive")
 POLY_DEGREES = (8192, 16384, 32768)
 
@@ -76,6 +105,7 @@ class HeConfig:
     """The ``he.`` sub-table: homomorphic encryption of client updates."""
 
     backend: str
+    mode: str
     bits: int
     clip: float
     packing: str
@@ -91,6 +121,11 @@ class HeConfig:
     def enabled(self) -> bool:
         return self.backend != "none"
 
+    @property
+    def server_keyed(self) -> bool:
+        """Encrypted-model training: the server holds the key (README: "Server-keyed HE")."""
+        return self.enabled and self.mode == "server-keyed"
+
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> HeConfig:
         coeffs = _int_list(cfg, "he.coeff-mod-bit-sizes")
@@ -103,6 +138,7 @@ class HeConfig:
         )
         return cls(
             backend=choice(cfg, "he.backend", HE_BACKENDS),
+            mode=choice(cfg, "he.mode", HE_MODES),
             bits=number(cfg, "he.bits", int, lambda v: 2 <= v <= 32, "an integer in [2, 32]"),
             clip=number(cfg, "he.clip", float, lambda v: v > 0, "a float > 0"),
             packing=choice(cfg, "he.packing", HE_PACKINGS),
@@ -138,6 +174,7 @@ class HeConfig:
         """What the client HE mod needs besides its key bundle."""
         return {
             "he.backend": self.backend,
+            "he.mode": self.mode,
             "he.bits": self.bits,
             "he.clip": self.clip,
             "he.packed": self.packing == "packed",
@@ -260,6 +297,11 @@ def _check_layers(
         )
     if not he.enabled:
         return
+    if he.server_keyed and (robust.filter != "none" or hierarchy.enabled):
+        raise ConfigError(
+            "run-config key 'he.mode' = 'server-keyed' decrypts on the server and averages "
+            "with fedavg/fedprox; it does not compose with robust.filter or hierarchy.edges"
+        )
     if strategy in BUILTIN_ROBUST:
         raise ConfigError(
             f"run-config key 'strategy' = {strategy!r} needs plaintext updates; with "
@@ -335,6 +377,9 @@ class AppConfig:
             raise ConfigError(str(e)) from e
         _check_dp(dp, task, strategy, he, robust, hierarchy,
                   getattr(weights, "class_weights", "none"))  # fmt: skip
+        attack = _attack(cfg)
+        if he.server_keyed:
+            _check_server_keyed(he, task, own, dp, attack)
         return cls(
             task=task,
             num_server_rounds=number(cfg, "num-server-rounds", int, *positive_int),
@@ -360,7 +405,7 @@ class AppConfig:
             he=he,
             robust=robust,
             hierarchy=hierarchy,
-            attack=_attack(cfg),
+            attack=attack,
             dp=dp,
             task_config=own,
         )

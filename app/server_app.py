@@ -47,11 +47,12 @@ from app.records import (
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
 from privacy.dp import PrivacyLedger, planned_noise
-from privacy.he import KeyBundle, load_bundle
+from privacy.he import KeyBundle, keygen, load_bundle
 from strategies import make_strategy
 from strategies.central_dp import LedgeredCentralDp
 from strategies.hierarchical import assign_edges
 from strategies.privacy_budget import BudgetGuard, BudgetsExhausted
+from strategies.server_keyed import ServerKeyedModel
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 
@@ -129,7 +130,8 @@ def _train(
         task.set_standardization(model, mean, std)
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
-    robust = cfg.robust.robustness(encrypted=bundle is not None)
+    blind = None if cfg.he.server_keyed else bundle  # a key the server cannot decrypt with
+    robust = cfg.robust.robustness(encrypted=blind is not None)
     edge_box, cloud_box = cfg.hierarchy.boxes(robust.box) if edges else (robust.box, None)
     strategy = make_strategy(
         cfg.strategy,
@@ -141,7 +143,7 @@ def _train(
         train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
         evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
         on_reject=recorder.reject,
-        he_bundle=bundle,
+        he_bundle=blind,
         num_examples=sizes,
         robust=replace(robust, box=edge_box),
         on_filter=recorder.filtered,
@@ -150,9 +152,11 @@ def _train(
         on_tiers=recorder.tiers,
         weighted_by_key=UNIT_WEIGHT if cfg.dp.mode == "central" else NUM_EXAMPLES,
     )
+    if cfg.he.server_keyed:
+        strategy = ServerKeyedModel(strategy, bundle=bundle, on_reject=recorder.reject)
     strategy = with_privacy(strategy, cfg, recorder, nodes)
     central = None
-    if bundle is None:
+    if blind is None:
         central = central_evaluation(task, model)
     else:
         log(INFO, "_train: the server holds ciphertexts only; evaluation is federated")
@@ -192,7 +196,11 @@ def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: in
 def he_keys(
     he: HeConfig, *, eval_keys: bool = False
 ) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
-    """The server's public-only bundle and what clients need to find theirs.
+    """The server's bundle and what clients need to find theirs.
+
+    Server-keyed mode (encrypted-model training): the server makes and keeps
+    the key pair; clients need none. Otherwise (server-blind) the server's
+    bundle is public-only:
 
     Deployment: ``he.server-bundle`` names the dealer's server bundle; SuperNodes
     hold the client bundle via node config (``he.client-bundle`` only serves
@@ -202,6 +210,11 @@ def he_keys(
     """
     if not he.enabled:
         yield None, {}
+    elif he.server_keyed:  # the server is the key owner; clients get no key at all
+        bundle = keygen(he.backend, he.key_params())
+        log(INFO, "he_keys: server-keyed %s keys %s (held by the server)",
+            he.backend, bundle.fingerprint)  # fmt: skip
+        yield bundle, {}
     elif he.server_bundle:
         bundle = load_bundle(he.server_bundle, expect_private=False)
         if bundle.backend != he.backend:

@@ -102,7 +102,7 @@ def encrypt(values: np.ndarray, bundle: KeyBundle) -> list[bytes]:
     return [ts.ckks_vector(ctx, values[i : i + n]).serialize() for i in range(0, len(values), n)]
 
 
-def _load(ctx: ts.Context, chunk: bytes, index: int) -> ts.CKKSVector:
+def load_vector(ctx: ts.Context, chunk: bytes, index: int) -> ts.CKKSVector:
     try:
         return ts.ckks_vector_from(ctx, chunk)
     except Exception as e:  # TenSEAL raises bare exceptions on bad bytes
@@ -114,9 +114,9 @@ def add(chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
     ctx = context(bundle, secret=False)
     out = []
     for i, chunks in enumerate(zip(*chunk_lists, strict=True)):
-        acc = _load(ctx, chunks[0], i)
+        acc = load_vector(ctx, chunks[0], i)
         for chunk in chunks[1:]:
-            acc += _load(ctx, chunk, i)
+            acc += load_vector(ctx, chunk, i)
         out.append(acc.serialize())
     return out
 
@@ -124,7 +124,9 @@ def add(chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
 def decrypt(chunks: list[bytes], bundle: KeyBundle, size: int) -> np.ndarray:
     """The first ``size`` plaintext values of a payload's ciphertexts."""
     ctx = context(bundle, secret=True)
-    parts = [np.asarray(_load(ctx, c, i).decrypt(), dtype=np.float64) for i, c in enumerate(chunks)]
+    parts = [
+        np.asarray(load_vector(ctx, c, i).decrypt(), dtype=np.float64) for i, c in enumerate(chunks)
+    ]
     values = np.concatenate(parts) if parts else np.zeros(0)
     if len(values) < size:
         raise PayloadError(f"payload holds {len(values)} values, layout needs {size}")
@@ -157,7 +159,7 @@ def deviation_scores(
     bundle's evaluation keys; nothing is decrypted here.
     """
     ctx = context(bundle, secret=False, evaluation=True)
-    vectors = [[_load(ctx, c, j) for j, c in enumerate(chunks)] for chunks in chunk_lists]
+    vectors = [[load_vector(ctx, c, j) for j, c in enumerate(chunks)] for chunks in chunk_lists]
     n, scale = len(vectors), 1.0 / float(np.sqrt(max(size, 1)))
     if center is None:
         ref = _weighted_sum(vectors, [scale / (n * w) for w in weights])
@@ -165,7 +167,7 @@ def deviation_scores(
         slot = slots(bundle)
         ref = [(center[i : i + slot] * scale).tolist() for i in range(0, size, slot)]
     else:
-        ref = [_load(ctx, c, j) * (scale / center_weight) for j, c in enumerate(center)]
+        ref = [load_vector(ctx, c, j) * (scale / center_weight) for j, c in enumerate(center)]
     scores = []
     for vs, w in zip(vectors, weights, strict=True):
         total = None
@@ -186,7 +188,7 @@ def decrypt_scalars(chunks: list[bytes], bundle: KeyBundle) -> list[float]:
     ctx = context(bundle, secret=True)
     out = []
     for i, chunk in enumerate(chunks):
-        vector = _load(ctx, chunk, i)
+        vector = load_vector(ctx, chunk, i)
         if vector.size() != 1:
             raise PayloadError(f"score {i} holds {vector.size()} values, not one scalar")
         out.append(float(vector.decrypt()[0]))

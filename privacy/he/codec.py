@@ -36,10 +36,11 @@ class EncodeSettings:
 
 def layout_of(arrays: dict[str, np.ndarray]) -> Layout:
     """Names, shapes and dtypes of named arrays, as a payload header records them."""
-    return _layout(arrays)[0]
+    return flatten(arrays)[0]
 
 
-def _layout(arrays: dict[str, np.ndarray]) -> tuple[Layout, np.ndarray]:
+def flatten(arrays: dict[str, np.ndarray]) -> tuple[Layout, np.ndarray]:
+    """The layout of named arrays and their values as one float64 vector, in layout order."""
     names = tuple(arrays)
     layout = Layout(
         names=names,
@@ -61,7 +62,7 @@ def encrypt_arrays(
     """Clip, weight and encrypt a client's arrays into one tagged payload."""
     if not 0 < weight <= 1:
         raise ValueError(f"weight must be in (0, 1], got {weight}")
-    layout, flat = _layout(arrays)
+    layout, flat = flatten(arrays)
     clipped, n_clipped = clip(flat, settings.clip)
     y = clipped * weight
     extra: dict[str, object] = {"clip": settings.clip}
@@ -162,11 +163,15 @@ def decrypt_arrays(
         if np.any(sums > np.uint64(h.count * (2**packing.bits - 1))):
             raise PayloadError("a slot exceeds its range: some contribution was out of range")
         total = dequantize_sum(sums, bound=float(h.extra["clip"]), bits=packing.bits, count=h.count)
-    mean = total / h.weight
+    return unflatten(total / h.weight, h.layout)
+
+
+def unflatten(values: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """Inverse of ``flatten``: named arrays of the layout's shapes and dtypes."""
     out, offset = {}, 0
-    for name, shape, dtype in zip(h.layout.names, h.layout.shapes, h.layout.dtypes, strict=True):
+    for name, shape, dtype in zip(layout.names, layout.shapes, layout.dtypes, strict=True):
         n = int(np.prod(shape, dtype=np.int64))
-        out[name] = mean[offset : offset + n].reshape(shape).astype(dtype)
+        out[name] = values[offset : offset + n].reshape(shape).astype(dtype)
         offset += n
     return out
 
@@ -206,7 +211,7 @@ def encrypted_scores(
                 center=list(reference.chunks), center_weight=reference.header.weight,
             )  # fmt: skip
         elif kind == "norm":  # plaintext round-1 model, flattened in the payloads' order
-            _, flat = _layout({k: reference[k] for k in payloads[0].header.layout.names})
+            _, flat = flatten({k: reference[k] for k in payloads[0].header.layout.names})
             out[kind] = ckks.deviation_scores(chunks, weights, bundle, size, center=flat)
         else:
             raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")

@@ -50,10 +50,20 @@ def _public(public: bytes) -> paillier.PaillierPublicKey:
     return paillier.PaillierPublicKey(int(public.decode()))
 
 
+def secret_primes(secret: bytes) -> tuple[int, int]:
+    """p and q from a bundle's secret part."""
+    raw = json.loads(secret.decode())
+    return int(raw["p"]), int(raw["q"])
+
+
 @lru_cache(maxsize=8)
 def _private(public: bytes, secret: bytes) -> paillier.PaillierPrivateKey:
-    raw = json.loads(secret.decode())
-    return paillier.PaillierPrivateKey(_public(public), int(raw["p"]), int(raw["q"]))
+    return paillier.PaillierPrivateKey(_public(public), *secret_primes(secret))
+
+
+def private_key(bundle: KeyBundle) -> paillier.PaillierPrivateKey:
+    """phe's private key of a bundle that holds the secret."""
+    return _private(bundle.public, bundle.require_secret("Paillier decryption"))
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ def unpack(plaintexts: list[int], packing: Packing, size: int) -> np.ndarray:
     return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)[:size]
 
 
-def _encrypt_block(n: int, p: int, q: int, plaintexts: list[int], crt: bool) -> list[int]:
+def encrypt_block(n: int, p: int, q: int, plaintexts: list[int], crt: bool) -> list[int]:
     """Paillier encryption c = (1 + n m) r^n mod n^2, r^n by CRT when p, q are known."""
     pub = paillier.PaillierPublicKey(n)
     if not crt:
@@ -147,14 +157,15 @@ def _width(bundle: KeyBundle) -> int:
     return ((n * n).bit_length() + 7) // 8
 
 
-def _to_chunks(cts: list[int], width: int) -> list[bytes]:
+def to_chunks(cts: list[int], bundle: KeyBundle) -> list[bytes]:
+    width = _width(bundle)
     return [
         b"".join(c.to_bytes(width, "big") for c in cts[i : i + CTS_PER_CHUNK])
         for i in range(0, len(cts), CTS_PER_CHUNK)
     ]
 
 
-def _from_chunks(chunks: list[bytes], bundle: KeyBundle) -> list[int]:
+def from_chunks(chunks: list[bytes], bundle: KeyBundle) -> list[int]:
     width, nsq = _width(bundle), _public(bundle.public).nsquare
     cts = []
     for i, chunk in enumerate(chunks):
@@ -172,7 +183,7 @@ def _from_chunks(chunks: list[bytes], bundle: KeyBundle) -> list[int]:
 
 def count_ciphertexts(chunks: list[bytes], bundle: KeyBundle) -> int:
     """Number of well-formed ciphertexts in the chunks (raises on a malformed one)."""
-    return len(_from_chunks(chunks, bundle))
+    return len(from_chunks(chunks, bundle))
 
 
 def encrypt(u: np.ndarray, bundle: KeyBundle, packing: Packing, *, workers: int = 1) -> list[bytes]:
@@ -184,20 +195,20 @@ def encrypt(u: np.ndarray, bundle: KeyBundle, packing: Packing, *, workers: int 
         (priv.public_key.n, priv.p, priv.q, b, packing.packed)
         for b in _split(plaintexts, n_workers)
     ]
-    cts = [c for block in _map_blocks(_encrypt_block, blocks, n_workers) for c in block]
-    return _to_chunks(cts, _width(bundle))
+    cts = [c for block in _map_blocks(encrypt_block, blocks, n_workers) for c in block]
+    return to_chunks(cts, bundle)
 
 
 def add(chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
     """Sum of several clients' ciphertexts: one modular multiplication per ciphertext."""
     nsq = gmpy2.mpz(_public(bundle.public).nsquare)
-    acc = [gmpy2.mpz(c) for c in _from_chunks(chunk_lists[0], bundle)]
+    acc = [gmpy2.mpz(c) for c in from_chunks(chunk_lists[0], bundle)]
     for chunks in chunk_lists[1:]:
-        other = _from_chunks(chunks, bundle)
+        other = from_chunks(chunks, bundle)
         if len(other) != len(acc):
             raise PayloadError(f"payload has {len(other)} ciphertexts, expected {len(acc)}")
         acc = [a * b % nsq for a, b in zip(acc, other, strict=True)]
-    return _to_chunks([int(a) for a in acc], _width(bundle))
+    return to_chunks([int(a) for a in acc], bundle)
 
 
 def _decrypt_block(n: int, p: int, q: int, cts: list[int]) -> list[int]:
@@ -210,8 +221,8 @@ def decrypt(
     chunks: list[bytes], bundle: KeyBundle, packing: Packing, size: int, *, workers: int = 1
 ) -> np.ndarray:
     """Summed integers of a payload (client side)."""
-    priv = _private(bundle.public, bundle.require_secret("Paillier decryption"))
-    cts = _from_chunks(chunks, bundle)
+    priv = private_key(bundle)
+    cts = from_chunks(chunks, bundle)
     if len(cts) * packing.per_ct < size:
         raise PayloadError(f"payload holds {len(cts)} ciphertexts, too few for {size} values")
     n_workers = workers if len(cts) >= PARALLEL_MIN_CTS else 1

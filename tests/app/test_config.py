@@ -133,6 +133,36 @@ def test_impossible_robust_and_attack_settings_are_named(overrides: dict, expect
     assert expected in str(info.value)
 
 
+SERVER_KEYED = {"he.backend": "paillier", "he.mode": "server-keyed", "breast-cancer.loss": "taylor"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"he.mode": "server-keyd"}, "allowed: server-blind | server-keyed"),
+        ({"breast-cancer.loss": "hinge"}, "'breast-cancer.loss' = 'hinge' is invalid"),
+        ({"breast-cancer.loss": "exact"}, "breast-cancer.loss = 'taylor'"),
+        ({"task": "mcsn"}, "set task = 'breast-cancer'"),
+        ({"he.backend": "ckks"}, "needs one multiplicative level, e.g. '60,40,60'"),
+        ({"robust.filter": "boxplot"}, "does not compose with robust.filter"),
+        ({"dp.mode": "local"}, "does not compose with dp.mode"),
+        ({"attack.type": "sign-flip", "attack.fraction": 0.2}, "or the attack harness"),
+        ({"he.server-bundle": "keys/server.json"}, "server makes its own key pair"),
+    ],
+)  # fmt: skip
+def test_server_keyed_settings_that_cannot_work_are_named(overrides: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AppConfig.from_run_config({**default_run_config(), **SERVER_KEYED, **overrides})
+    assert expected in str(info.value)
+
+
+def test_server_keyed_reaches_clients_without_key_paths() -> None:
+    cfg = AppConfig.from_run_config({**default_run_config(), **SERVER_KEYED})
+    assert cfg.he.server_keyed and cfg.client_config()["he.mode"] == "server-keyed"
+    assert cfg.client_config()["breast-cancer.loss"] == "taylor"
+    assert not AppConfig.from_run_config(default_run_config()).he.server_keyed
+
+
 def test_auto_scores_follow_encryption() -> None:
     plain = AppConfig.from_run_config({**default_run_config(), "robust.filter": "boxplot"})
     assert plain.robust.robustness(encrypted=False).box.scores == ("median-distance",)

@@ -70,3 +70,23 @@ def test_registry_rejects_unknown_task() -> None:
     assert get_task("breast-cancer") is get_task("breast-cancer")
     with pytest.raises(ValueError, match="breast-cancer"):
         get_task("nope")
+
+
+def test_taylor_loss_is_the_second_order_expansion_of_the_logistic_loss() -> None:
+    # Prepare
+    task = BreastCancer(loss="taylor")
+    z = torch.tensor([-0.2, 0.0, 0.1, 0.3])
+    y = torch.tensor([0, 1, 1, 0])
+    exact = torch.nn.functional.binary_cross_entropy_with_logits(z, y.float())
+    # Execute
+    taylor = task.loss_fn(None)(z, y)  # type: ignore[arg-type]
+    # Assert: equal up to the 4th-order term near z = 0; quadratic, so its gradient is affine
+    assert abs(float(taylor - exact)) < 1e-3
+    s = 2.0 * y.float() - 1.0
+    expected = (np.log(2.0) - s * z / 2 + z**2 / 8).mean()
+    assert torch.isclose(taylor, expected)
+
+
+def test_unknown_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match="'breast-cancer.loss' = 'hinge' is invalid"):
+        get_task("breast-cancer", {"breast-cancer.loss": "hinge"})
