@@ -14,6 +14,7 @@ from torch import nn
 from app.attack import attack_mod, poison
 from app.config import ClientSettings
 from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
+from app.dp_config import UNIT_WEIGHT_MODES
 from app.encrypted_training import NotAffineError, train_encrypted
 from app.he_mod import decrypt_scores, he_mod
 from app.records import (
@@ -80,7 +81,7 @@ def _reply(
     num_examples: int,
     arrays: dict[str, ArrayRecord] | None = None,
 ) -> Message:
-    extra = {UNIT_WEIGHT: 1} if msg.content[CONFIG].get("dp.mode") == "central" else {}
+    extra = {UNIT_WEIGHT: 1} if msg.content[CONFIG].get("dp.mode") in UNIT_WEIGHT_MODES else {}
     metric_record = MetricRecord({**metrics, NUM_EXAMPLES: num_examples, **extra})
     content = RecordDict({**(arrays or {}), METRICS: metric_record})
     return Message(content=content, reply_to=msg)

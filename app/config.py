@@ -42,6 +42,15 @@ def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: Robu
             f"{class_weights!r}: class weights come from local label counts, "
             "which per-example clipping does not protect; set mcsn.class-weights = 'none'"
         )
+    if dp.mode == "distributed" and (
+        not he.enabled or he.server_keyed or robust.filter != "none" or hierarchy.enabled
+        or strategy not in ("fedavg", "fedprox")
+    ):
+        raise ConfigError(
+            "run-config key 'dp.mode' = 'distributed' splits the noise over the clients of "
+            "each sum, which is sound only if nobody sees a single update: it needs "
+            "he.backend set (server-blind), fedavg/fedprox, no robust.filter, no hierarchy.edges"
+        )
     if dp.mode != "central":
         return
     if he.enabled or robust.filter != "none" or hierarchy.enabled or strategy not in (
@@ -380,7 +389,7 @@ class AppConfig:
         attack = _attack(cfg)
         if he.server_keyed:
             _check_server_keyed(he, task, own, dp, attack)
-        return cls(
+        out = cls(
             task=task,
             num_server_rounds=number(cfg, "num-server-rounds", int, *positive_int),
             fraction_train=number(
@@ -409,6 +418,15 @@ class AppConfig:
             dp=dp,
             task_config=own,
         )
+        fixes = [f"local-epochs = 1 (not {out.local_epochs})"] if out.local_epochs != 1 else []
+        fixes += [f"min-clients >= 2 (not {out.min_clients})"] if out.min_clients < 2 else []
+        if dp.mode == "distributed" and fixes:
+            raise ConfigError(
+                "run-config key 'dp.mode' = 'distributed' takes one noisy step a round (a sum "
+                "of Gaussian noise shares is Gaussian for one step only) split over min-clients "
+                f"shares: set {' and '.join(fixes)}"
+            )
+        return out
 
     def client_config(self) -> dict[str, Any]:
         """What every client needs to find its data and train, sent in each message."""
@@ -424,7 +442,7 @@ class AppConfig:
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
             **(self.attack.as_config() if self.attack.active else {}),
-            **self.dp.client_config(self.num_server_rounds),
+            **self.dp.client_config(self.num_server_rounds, shares=self.min_clients),
         }
 
 

@@ -11,6 +11,7 @@ makes experiments repeatable and voids the guarantee against the server.
 
 from __future__ import annotations
 
+import math
 import secrets
 from functools import lru_cache
 from typing import Any
@@ -28,11 +29,14 @@ from app.records import ARRAYS, CONFIG, METRICS, STANDARDIZE_MEAN, STANDARDIZE_S
 from privacy.dp import BUDGET_EXHAUSTED, DELTA_KEY, EPSILON_KEY, DpSgd, PrivacyLedger
 from privacy.dp.input import FeatureBounds, perturb_records
 from privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
+from privacy.dp.ledger import gaussian_epsilon
 from privacy.dp.mechanisms import flower_epsilon, laplace_update
 from privacy.dp.sgd import planned_noise, sampling, train_dp_sgd
 from tasks import ClientData, Task, TrainSettings
 
 STATE_KEY = "dp"
+MOMENTUM_KEY, MOMENTUM_ROUND_KEY = "dp-previous-model", "dp-previous-round"
+ALONE_KEY = "dp-epsilon-alone"  # distributed DP: epsilon of one client's share on its own
 Release = dict[str, list[Any]]  # {"gaussian": [(z, q, steps)], "laplace": [eps, ...]}
 
 
@@ -102,9 +106,13 @@ def _planned(epsilon: float, delta: float, q: float, steps: int, accountant: str
 
 
 def sgd_release(dp: DpConfig, n: int, settings: TrainSettings, rounds: int) -> Release:
-    """This round's DP-SGD release; the noise covers ``rounds`` rounds unless set directly."""
+    """This round's DP-SGD release; the noise covers ``rounds`` rounds unless set directly.
+
+    Distributed DP takes one step a round; the noise multiplier is that of the
+    sum of all shares (each client adds its share, ``z / sqrt(shares)``).
+    """
     q, per_epoch = sampling(n, settings.batch_size)
-    steps = settings.epochs * per_epoch
+    steps = 1 if dp.mode == "distributed" else settings.epochs * per_epoch
     budget = dp.epsilon - dp.input_epsilon
     z = dp.noise_multiplier or _planned(budget, dp.delta, q, rounds * steps, dp.accountant)
     return {"gaussian": [(z, q, steps)]}
@@ -144,15 +152,27 @@ def train_private(
     train: Dataset = data.train
     seed = noise_seed(context, cfg, dp, salt=int(cfg["server-round"]))
     release: Release = {}
-    if dp.mode == "dp-sgd":
+    if dp.mode in ("dp-sgd", "distributed"):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
         release = sgd_release(dp, len(train), settings, rounds)  # type: ignore[arg-type]
         check_budget(ledger, release, dp)
-        sgd = DpSgd(noise_multiplier=release["gaussian"][0][0], max_grad_norm=dp.max_grad_norm,
+        shares = int(cfg["dp.shares"])
+        z = release["gaussian"][0][0]
+        sgd = DpSgd(noise_multiplier=z / math.sqrt(shares), max_grad_norm=dp.max_grad_norm,
                     grad_sample_mode=dp.grad_sample_mode)  # fmt: skip
         train_dp_sgd(model, train, task.loss_fn(train), sgd, epochs=settings.epochs,
                      batch_size=settings.batch_size, lr=settings.lr,
-                     proximal_mu=settings.proximal_mu, seed=seed)  # fmt: skip
+                     proximal_mu=settings.proximal_mu, seed=seed,
+                     max_steps=1 if dp.mode == "distributed" else None)  # fmt: skip
         metrics: dict[str, float] = {}
+        if dp.mode == "distributed" and dp.momentum > 0:
+            metrics["dp-momentum-applied"] = float(
+                heavy_ball(model, start, context, int(cfg["server-round"]), dp.momentum)
+            )
+        if shares > 1:  # what this client's own share guarantees if its update is ever decrypted
+            history = [*ledger.gaussian, *release["gaussian"]]
+            alone = [(zi / math.sqrt(shares), q, n) for zi, q, n in history]
+            metrics[ALONE_KEY] = gaussian_epsilon(alone, delta=dp.delta, accountant=dp.accountant)
     elif dp.mode == "laplace-sgd":
         release = laplace_release(dp, ledger, settings.epochs, rounds)
         check_budget(ledger, release, dp)
@@ -171,6 +191,32 @@ def train_private(
         check_budget(ledger, release, dp)
         metrics = task.train(model, train, settings)
     return metrics | commit(context, dp, ledger, release)
+
+
+@torch.no_grad()
+def heavy_ball(
+    model: nn.Module, start: dict[str, torch.Tensor], context: Context, server_round: int,
+    beta: float,
+) -> bool:  # fmt: skip
+    """Add ``beta * (w_t - w_{t-1})`` to this client's one-step model (distributed DP).
+
+    Averaged over clients this is heavy-ball momentum on the aggregate noisy
+    gradient, which the blind server cannot apply to ciphertexts. It uses
+    only the global models the client received (post-processing: no privacy
+    cost). Applied only when this client also saw round t-1's model.
+    """
+    previous = context.state.get(MOMENTUM_KEY)
+    applied = previous is not None and int(context.state[MOMENTUM_ROUND_KEY]["round"]) == (
+        server_round - 1
+    )
+    if applied:
+        state = model.state_dict()
+        for k, v in previous.to_torch_state_dict().items():
+            state[k] += beta * (start[k] - v)
+        model.load_state_dict(state)
+    context.state[MOMENTUM_KEY] = ArrayRecord(start)
+    context.state[MOMENTUM_ROUND_KEY] = ConfigRecord({"round": server_round})
+    return applied
 
 
 def dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

@@ -2,6 +2,8 @@
 
 Modes (README: "Differential privacy"):
 - ``dp-sgd``: sample-level DP-SGD on each client with Opacus (Gaussian, RDP/PRV).
+- ``distributed``: DP-SGD whose noise is split over the ``min-clients`` clients every
+  encrypted (server-blind) sum holds: one noisy step a round (README: "Distributed DP").
 - ``laplace-sgd``: the CNN-DP paper's Laplace variant, made sound (``privacy.dp.laplace``).
 - ``local``: each client clips and noises its outgoing update (client-level local DP).
 - ``central``: Flower's server-side fixed clipping adds noise to the aggregate.
@@ -18,9 +20,10 @@ from app.config_values import ConfigError, choice, get, number
 from privacy.dp.ledger import ACCOUNTANTS
 from privacy.dp.sgd import GRAD_SAMPLE_MODES
 
-DP_MODES = ("none", "dp-sgd", "laplace-sgd", "local", "central")
+DP_MODES = ("none", "dp-sgd", "distributed", "laplace-sgd", "local", "central")
 LOCAL_MECHANISMS = ("gaussian", "laplace")
-CLIENT_MODES = ("dp-sgd", "laplace-sgd", "local")
+CLIENT_MODES = ("dp-sgd", "distributed", "laplace-sgd", "local")
+UNIT_WEIGHT_MODES = ("central", "distributed")  # clients are averaged uniformly
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class DpConfig:
     input_epsilon: float = 0.0
     input_width: float = 3.0
     seeded_noise: bool = False
+    momentum: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -73,11 +77,12 @@ class DpConfig:
             input_epsilon=number(cfg, "dp.input-epsilon", float, *nonneg),
             input_width=number(cfg, "dp.input-width", float, *pos),
             seeded_noise=get(cfg, "dp.seeded-noise", bool),
+            momentum=number(cfg, "dp.momentum", float, lambda v: 0 <= v < 1, "0 <= x < 1"),
         )
 
     def check_clients(self, sizes: Mapping[int, int]) -> None:
         """Refuse a delta that is no guarantee for the smallest client (delta must be << 1/n)."""
-        if self.mode in ("dp-sgd", "laplace-sgd") and sizes:
+        if self.mode in ("dp-sgd", "distributed", "laplace-sgd") and sizes:
             n = min(sizes.values())
             if self.delta >= 1 / n:
                 raise ConfigError(
@@ -85,14 +90,16 @@ class DpConfig:
                     f"holds {n} examples, so delta must be < 1/{n} = {1 / n:.3g} (smaller is safer)"
                 )
 
-    def client_config(self, num_rounds: int) -> dict[str, Any]:
+    def client_config(self, num_rounds: int, *, shares: int = 1) -> dict[str, Any]:
         """What clients need to train privately and keep their ledger.
 
         Central DP only tells clients to report a unit weight (uniform averaging).
+        ``shares``: how many clients' noise every aggregate holds (distributed DP).
         """
         if not self.on_clients:
             return {"dp.mode": "central"} if self.mode == "central" else {}
         return {
+            "dp.shares": shares if self.mode == "distributed" else 1,
             "dp.mode": self.mode, "dp.epsilon": self.epsilon, "dp.delta": self.delta,
             "dp.noise-multiplier": self.noise_multiplier, "dp.max-grad-norm": self.max_grad_norm,
             "dp.accountant": self.accountant, "dp.grad-sample-mode": self.grad_sample_mode,
@@ -101,4 +108,5 @@ class DpConfig:
             "dp.weight-decay": self.weight_decay, "dp.relaxation": self.relaxation,
             "dp.input-epsilon": self.input_epsilon, "dp.input-width": self.input_width,
             "dp.seeded-noise": self.seeded_noise, "dp.rounds": num_rounds,
+            "dp.momentum": self.momentum,
         }  # fmt: skip

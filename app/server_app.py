@@ -29,7 +29,7 @@ from torch import nn
 
 from app.attack import malicious_partitions
 from app.config import AppConfig, ConfigError, HeConfig
-from app.dp_config import DpConfig
+from app.dp_config import UNIT_WEIGHT_MODES, DpConfig
 from app.keys import simulation_keys
 from app.metering import MeteredGrid
 from app.records import (
@@ -131,6 +131,7 @@ def _train(
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
     blind = None if cfg.he.server_keyed else bundle  # a key the server cannot decrypt with
+    unit_weights = cfg.dp.mode in UNIT_WEIGHT_MODES
     robust = cfg.robust.robustness(encrypted=blind is not None)
     edge_box, cloud_box = cfg.hierarchy.boxes(robust.box) if edges else (robust.box, None)
     strategy = make_strategy(
@@ -144,13 +145,14 @@ def _train(
         evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
         on_reject=recorder.reject,
         he_bundle=blind,
-        num_examples=sizes,
+        num_examples=None if unit_weights else sizes,
+        min_contributions=cfg.min_clients if cfg.dp.mode == "distributed" else 1,
         robust=replace(robust, box=edge_box),
         on_filter=recorder.filtered,
         edges=edges,
         cloud_box=cloud_box,
         on_tiers=recorder.tiers,
-        weighted_by_key=UNIT_WEIGHT if cfg.dp.mode == "central" else NUM_EXAMPLES,
+        weighted_by_key=UNIT_WEIGHT if unit_weights else NUM_EXAMPLES,
     )
     if cfg.he.server_keyed:
         strategy = ServerKeyedModel(strategy, bundle=bundle, on_reject=recorder.reject)

@@ -44,6 +44,10 @@ class EncryptedAggregation(ReplyValidation):
     num_examples : dict[int, int], optional
         Known training-set sizes per node; the largest sets each round's weight
         scale, so every client weight ``n_i / scale`` is at most 1.
+    min_contributions : int
+        A round whose valid updates are fewer is not aggregated (the model
+        stays): distributed DP needs every released sum to hold that many
+        noise shares.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class EncryptedAggregation(ReplyValidation):
         *args: object,
         bundle: KeyBundle,
         num_examples: dict[int, int] | None = None,
+        min_contributions: int = 1,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -60,6 +65,7 @@ class EncryptedAggregation(ReplyValidation):
             )
         self.bundle = bundle
         self.num_examples = dict(num_examples or {})
+        self.min_contributions = min_contributions
 
     def summary(self) -> None:
         log(
@@ -147,7 +153,11 @@ class EncryptedAggregation(ReplyValidation):
                 )
             return None, None
         kept, payloads = self._select(server_round, kept, payloads)
-        if not payloads:
+        if len(payloads) < max(self.min_contributions, 1):
+            if payloads:
+                log(WARNING, "aggregate_train: round %d not aggregated: %d valid updates, fewer "
+                    "than the %d its sum must hold", server_round, len(payloads),
+                    self.min_contributions)  # fmt: skip
             return None, None
         for reply in kept:  # only aggregated clients set the next round's weight scale
             size = int(reply_weight(reply.content, self.weighted_by_key))

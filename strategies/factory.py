@@ -124,13 +124,15 @@ def make_strategy(
     cloud_box: BoxPlot | None = None,
     on_tiers: TierFn | None = None,
     weighted_by_key: str = "num-examples",
+    min_contributions: int = 1,
 ) -> FedAvg:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
     With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts;
     with ``robust.box`` box-plot filtering runs before aggregation (per edge when
     ``edges`` maps nodes to edges; ``cloud_box`` filters edge results).
-    ``weighted_by_key`` names the reply metric that weights each client.
+    ``weighted_by_key`` names the reply metric that weights each client;
+    ``min_contributions`` is how many encrypted updates a sum must hold (distributed DP).
     """
     robust = robust or Robustness()
     common: dict[str, object] = dict(
@@ -157,7 +159,8 @@ def make_strategy(
     if name == "fedprox":
         common["proximal_mu"] = proximal_mu
     if he_bundle is not None:
-        common.update(bundle=he_bundle, num_examples=num_examples)
+        common.update(bundle=he_bundle, num_examples=num_examples,
+                      min_contributions=min_contributions)  # fmt: skip
     if robust.box is not None:
         common.update(box=robust.box, on_filter=on_filter)
     if edges is None:

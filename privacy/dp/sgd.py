@@ -76,11 +76,16 @@ def train_dp_sgd(
     lr: float,
     proximal_mu: float = 0.0,
     seed: int = 0,
+    max_steps: int | None = None,
 ) -> tuple[float, GaussianStep]:
     """Train ``model`` in place with DP-SGD; return the mean loss and the Gaussian release.
 
     FedProx's proximal pull is applied after each noisy step: it does not touch
-    the data, so it is post-processing and costs no privacy.
+    the data, so it is post-processing and costs no privacy. ``max_steps``
+    stops early (distributed DP takes one step a round). Gradients are
+    divided by ``batch_size`` itself (not Opacus' per-client estimate
+    ``q * n``), so every client's clipped sum and noise share sit on the same
+    scale and an unweighted sum of clients' steps is one DP-SGD step.
     """
     q, steps_per_epoch = sampling(len(data), batch_size)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(seed)
@@ -96,27 +101,31 @@ def train_dp_sgd(
             poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1),
             grad_sample_mode=dp.grad_sample_mode, wrap_model=False,
         )  # fmt: skip
+    optimizer.expected_batch_size = batch_size
     model.train()
-    total, count = 0.0, 0
+    total, count, taken = 0.0, 0, 0
     try:
         with warnings.catch_warnings():
             # Opacus' hooks fire on the first layer although inputs need no gradient: harmless.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for _ in range(epochs):
-                for x, y in loader:
-                    optimizer.zero_grad()
-                    if len(y) == 0:  # an empty Poisson batch: nothing to learn, skip the step
-                        continue
-                    loss = loss_fn(model(x), y)
-                    loss.backward()
-                    optimizer.step()
-                    if proximal_mu > 0:
-                        _proximal_step(model, anchor, lr * proximal_mu)
+            for x, y in (b for _ in range(epochs) for b in loader):
+                if max_steps is not None and taken >= max_steps:
+                    break
+                taken += 1
+                optimizer.zero_grad()
+                # An empty Poisson batch still takes its noisy step (Opacus adds the noise to
+                # zero gradients): skipping it would reveal that no example was sampled.
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                if proximal_mu > 0:
+                    _proximal_step(model, anchor, lr * proximal_mu)
+                if len(y):
                     total += loss.item() * len(y)
                     count += len(y)
     finally:
         hooks.cleanup()
-    return total / max(count, 1), (dp.noise_multiplier, q, epochs * steps_per_epoch)
+    return total / max(count, 1), (dp.noise_multiplier, q, taken)
 
 
 @torch.no_grad()

@@ -23,6 +23,13 @@ def _config(**overrides: object) -> AppConfig:
     ({"dp.input-epsilon": 1.0, "task": "dp-cnn"}, "task 'dp-cnn' is not tabular"),
     ({"dp.input-epsilon": 3.0, "dp.epsilon": 3.0}, "must be below the whole budget"),
     ({"dp.mode": "dp-sgd", "task": "mcsn"}, "set mcsn.class-weights = 'none'"),
+    ({"dp.mode": "distributed"}, "needs he.backend set"),
+    ({"dp.mode": "distributed", "he.backend": "ckks", "robust.filter": "boxplot",
+      "he.coeff-mod-bit-sizes": "60,40,40,60"}, "no robust.filter"),
+    ({"dp.mode": "distributed", "he.backend": "ckks"}, "set local-epochs = 1 \\(not 2\\)"),
+    ({"dp.mode": "distributed", "he.backend": "ckks", "local-epochs": 1, "min-clients": 1},
+     "min-clients >= 2 \\(not 1\\)"),
+    ({"dp.mode": "distributed", "dp.momentum": 1.0}, "'dp.momentum' = 1.0 is invalid"),
 ])  # fmt: skip
 def test_bad_dp_settings_name_the_key(overrides: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

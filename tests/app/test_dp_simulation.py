@@ -86,3 +86,42 @@ def test_delta_above_one_over_n_stops_the_run_before_round_one(tmp_path: Path) -
     (results,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/results.json")]
     assert results["status"] == "failed" and results["rounds"] == []
     assert "'dp.delta' = 0.05 is invalid: the smallest client holds" in results["error"]
+
+
+def _crash_partition_0_in_round_2(msg, context, call_next):  # noqa: ANN001, ANN202
+    if context.node_config["partition-id"] == 0 and msg.content["config"]["server-round"] == 2:
+        raise RuntimeError("client 0 crashed")
+    return call_next(msg, context)
+
+
+def test_distributed_dp_accounts_the_sum_and_skips_a_round_short_of_shares(tmp_path: Path) -> None:
+    # Prepare: noise split over 4 shares under CKKS; client 0 crashes in round 2
+    from flwr.clientapp import ClientApp
+
+    from app import client_app as apps
+
+    clients = ClientApp(mods=[_crash_partition_0_in_round_2, apps.he_mod, apps.dp_mod])
+    clients.train()(apps.train)
+    clients.query("describe")(apps.describe)
+    overrides = {"dp.mode": "distributed", "he.backend": "ckks", "min-clients": 4,
+                 "dp.noise-multiplier": 2.0, "dp.momentum": 0.5, "learning-rate": 0.5}  # fmt: skip
+    # Execute
+    results = simulate(BASE | {"output-dir": str(tmp_path)} | overrides, num_supernodes=4,
+                       clients=clients)  # fmt: skip
+    # Assert: one noisy step a round, accounted at the noise of the whole sum
+    assert results["status"] == "completed"
+    r1, r2, r3 = results["rounds"]
+    for r in (r1, r3):
+        for release in r["privacy"]["releases"].values():
+            assert release["dp-steps"] == 1 and release["dp-noise-multiplier"] == 2.0
+        assert r["train"]["he-weight"] == 1.0  # uniform averaging: every share counts the same
+    reference = RDPAccountant()
+    q = r1["privacy"]["releases"]["1"]["dp-sample-rate"]
+    reference.step(noise_multiplier=2.0, sample_rate=q)
+    assert r1["privacy"]["epsilon"]["1"] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-3)
+    alone = RDPAccountant()
+    alone.step(noise_multiplier=1.0, sample_rate=q)  # one share: 2 / sqrt(4)
+    assert r1["train"]["dp-epsilon-alone"] == pytest.approx(alone.get_epsilon(1e-5), rel=1e-3)
+    # Assert: round 2 held 3 shares, fewer than 4: not aggregated, nothing released
+    assert r2["train"] is None and len(r2["failures"]) == 1
+    assert r3["train"]["dp-momentum-applied"] < 1.0  # only clients that saw round 2's model

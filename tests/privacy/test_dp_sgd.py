@@ -70,3 +70,22 @@ def test_model_stays_a_plain_module() -> None:
 def test_bad_settings_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DpSgd(**kwargs)
+
+
+def test_one_step_is_divided_by_the_shared_batch_size_and_empty_batches_are_noised() -> None:
+    # Prepare: 3 identical examples whose gradients clip to the same unit vector; batch size 2
+    # gives Poisson rate 1/2, so Opacus' own divisor would be q * n = 1.5, ours is 2
+    data, dp = _huge_gradients(3), DpSgd(noise_multiplier=1e-9, max_grad_norm=1.0)
+    sampled = []
+    for seed in range(40):
+        model = _model()
+        # Execute: one step (distributed DP)
+        _, (_, q, steps) = train_dp_sgd(model, data, _mse, dp, epochs=1, batch_size=2, lr=1.0,
+                                        seed=seed, max_steps=1)  # fmt: skip
+        moved = float(torch.cat([p.detach().flatten() for p in model.parameters()]).norm())
+        # Assert: k sampled examples move the model by exactly k / 2; even k = 0 takes its
+        # (noise-only) step, which skipping would leave at exactly 0
+        assert (q, steps) == (0.5, 1) and moved > 0
+        assert abs(2 * moved - round(2 * moved)) < 1e-4
+        sampled.append(round(2 * moved))
+    assert 0 in sampled and set(sampled) <= {0, 1, 2, 3}
