@@ -10,7 +10,10 @@ Each point is one real federated run through Flower's simulation engine
 (``task = dp-cnn``, or ``--task breast-cancer``; 10 IID clients, sample-level
 DP, delta 1e-5): the noise is planned for the target epsilon over all rounds
 x local epochs, and the epsilon reported is the largest client ledger's after
-the last round (never the target). Test accuracy is the server's, on the official test set. Noise is
+the last round (never the target). ``distributed`` runs one step a round
+(pass ``--rounds`` = epochs x n / batch) under server-blind CKKS with keys this
+script deals, so it can decrypt and test the final model as a key holder.
+Test accuracy is the server's (or that key holder's), on the official test set. Noise is
 seeded from the run seed (``dp.seeded-noise``) so the figures repeat; that is
 for experiments only. Writes JSON and CSV (``benchmarks/results/``) and a plot.
 """
@@ -25,8 +28,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.results import environment
 from app.simulation import simulate
+from benchmarks.he_accuracy import test_metrics_of_encrypted_model
+
+
+def _distributed(cfg: dict[str, Any], args: argparse.Namespace, keys: Path) -> dict[str, Any]:
+    """Distributed DP runs under server-blind CKKS with keys this script deals (it evaluates)."""
+    generate("ckks", keys)
+    return cfg | {"he.backend": "ckks", "he.server-bundle": str(keys / SERVER_FILE),
+                  "he.client-bundle": str(keys / CLIENT_FILE), "min-clients": args.clients,
+                  "dp.momentum": args.momentum}  # fmt: skip
 
 
 def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict[str, Any]:
@@ -44,10 +57,15 @@ def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict
                 "dp.max-grad-norm": args.clip, "dp.l1-clip": args.l1_clip,
                 "dp.seeded-noise": True}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
+        if mechanism == "distributed" and epsilon is not None:
+            cfg = _distributed(cfg, args, Path(tmp) / "keys")
         start = time.perf_counter()
         res = simulate(cfg | {"output-dir": tmp}, num_supernodes=args.clients)
         seconds = time.perf_counter() - start
-    curve = [r["server"]["accuracy"] for r in res["rounds"]]
+        curve = [r["server"]["accuracy"] for r in res["rounds"] if r["server"]]
+        if not curve:  # server-blind: evaluate the decrypted final model as the key holder
+            final = test_metrics_of_encrypted_model(res, Path(tmp) / "keys", args.clients)
+            res["final"], curve = final, [final["accuracy"]]
     return {
         "mechanism": mechanism if epsilon is not None else "no DP",
         "target-epsilon": epsilon,
@@ -93,7 +111,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--epsilons", type=float, nargs="*", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--mechanisms", nargs="*", default=["dp-sgd", "laplace-sgd"],
-                        choices=["dp-sgd", "laplace-sgd"])  # fmt: skip
+                        choices=["dp-sgd", "distributed", "laplace-sgd"])  # fmt: skip
+    parser.add_argument("--momentum", type=float, default=0.9,
+                        help="dp.momentum of distributed runs (one step a round)")
     parser.add_argument("--no-dp", action="store_true", help="add the non-private baseline")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=512)
