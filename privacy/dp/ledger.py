@@ -64,7 +64,11 @@ class PrivacyLedger:
     ) -> float:
         """Add one round's releases; return the new total epsilon."""
         self.rounds += 1
-        self.gaussian.extend((float(z), float(q), int(n)) for z, q, n in gaussian)
+        for z, q, n in gaussian:  # equal (noise, rate) in a row compose as one run of steps
+            if self.gaussian and self.gaussian[-1][:2] == (float(z), float(q)):
+                self.gaussian[-1] = (float(z), float(q), self.gaussian[-1][2] + int(n))
+            else:
+                self.gaussian.append((float(z), float(q), int(n)))
         self.laplace.extend(float(e) for e in laplace)
         return self.epsilon()
 

@@ -8,6 +8,7 @@ from opacus.accountants import RDPAccountant
 
 from app.config import ConfigError
 from app.simulation import simulate
+from tests.clients import clients_with
 
 BASE = {"num-server-rounds": 3, "local-epochs": 1, "fraction-evaluate": 0.0, "batch-size": 32}
 
@@ -96,13 +97,7 @@ def _crash_partition_0_in_round_2(msg, context, call_next):  # noqa: ANN001, ANN
 
 def test_distributed_dp_accounts_the_sum_and_skips_a_round_short_of_shares(tmp_path: Path) -> None:
     # Prepare: noise split over 4 shares under CKKS; client 0 crashes in round 2
-    from flwr.clientapp import ClientApp
-
-    from app import client_app as apps
-
-    clients = ClientApp(mods=[_crash_partition_0_in_round_2, apps.he_mod, apps.dp_mod])
-    clients.train()(apps.train)
-    clients.query("describe")(apps.describe)
+    clients = clients_with(_crash_partition_0_in_round_2)
     overrides = {"dp.mode": "distributed", "he.backend": "ckks", "min-clients": 4,
                  "dp.noise-multiplier": 2.0, "dp.momentum": 0.5, "learning-rate": 0.5}  # fmt: skip
     # Execute
@@ -124,4 +119,4 @@ def test_distributed_dp_accounts_the_sum_and_skips_a_round_short_of_shares(tmp_p
     assert r1["train"]["dp-epsilon-alone"] == pytest.approx(alone.get_epsilon(1e-5), rel=1e-3)
     # Assert: round 2 held 3 shares, fewer than 4: not aggregated, nothing released
     assert r2["train"] is None and len(r2["failures"]) == 1
-    assert r3["train"]["dp-momentum-applied"] < 1.0  # only clients that saw round 2's model
+    assert 0 < r3["train"]["dp-momentum-applied"] < 1.0  # only clients that saw round 2

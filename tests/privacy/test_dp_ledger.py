@@ -69,3 +69,18 @@ def test_planned_noise_meets_the_target_over_the_whole_schedule(accountant: str)
         spent.record(gaussian=[(z, q, per_epoch)])
     assert 2.9 <= spent.epsilon() <= 3.0
     assert not math.isclose(z, 0)
+
+
+def test_equal_releases_in_a_row_merge_into_one_run_of_steps() -> None:
+    # Prepare: one DP-SGD step a round for 50 rounds (distributed DP), then a different noise
+    ledger = PrivacyLedger(delta=1e-5)
+    for _ in range(50):
+        ledger.record(gaussian=[(1.1, 0.05, 1)])
+    ledger.record(gaussian=[(2.0, 0.05, 3)])
+    # Assert: the history stays short and its epsilon is the accountant's over every step
+    assert ledger.gaussian == [(1.1, 0.05, 50), (2.0, 0.05, 3)] and ledger.rounds == 51
+    reference = RDPAccountant()
+    for z, n in ((1.1, 50), (2.0, 3)):
+        for _ in range(n):
+            reference.step(noise_multiplier=z, sample_rate=0.05)
+    assert ledger.epsilon() == pytest.approx(reference.get_epsilon(1e-5), rel=1e-6)

@@ -6,12 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, Context, Message
-from flwr.clientapp import ClientApp
 
-from app import client_app as apps
 from app.simulation import simulate
 from privacy.he import keygen
 from strategies.encrypted import EncryptedFedAvg
+from tests.clients import clients_with
 
 ROUNDS = 3
 
@@ -59,7 +58,7 @@ def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
 
 def test_client_with_other_keys_is_rejected_and_round_goes_on(tmp_path: Path) -> None:
     # Prepare: the foreign-key mod runs before the HE mod
-    bad = _clients_with(_foreign_key(tmp_path, {0}))
+    bad = clients_with(_foreign_key(tmp_path, {0}))
     # Execute
     results = simulate(
         {"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks"},
@@ -90,7 +89,7 @@ def test_truncated_ciphertext_is_rejected_and_fedprox_goes_on(tmp_path: Path) ->
         {"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks",
          "strategy": "fedprox", "proximal-mu": 0.1},
         num_supernodes=4,
-        clients=_clients_with(_truncate_from_partition_1),
+        clients=clients_with(_truncate_from_partition_1),
     )  # fmt: skip
     assert results["status"] == "completed"
     for r in results["rounds"]:
@@ -103,7 +102,7 @@ def test_truncated_ciphertext_is_rejected_and_fedprox_goes_on(tmp_path: Path) ->
 
 
 def test_all_clients_on_other_keys_stop_the_run_in_round_one(tmp_path: Path) -> None:
-    bad = _clients_with(_foreign_key(tmp_path, {0, 1, 2}))
+    bad = clients_with(_foreign_key(tmp_path, {0, 1, 2}))
     with pytest.raises(RuntimeError):
         simulate({"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks"},
                  num_supernodes=3, clients=bad)  # fmt: skip
@@ -111,15 +110,6 @@ def test_all_clients_on_other_keys_stop_the_run_in_round_one(tmp_path: Path) -> 
     results = json.loads(results_file.read_text())
     assert results["status"] == "failed" and results["rounds"] == []
     assert "KeyMismatchError: round 1: every client encrypted under another key" in results["error"]
-
-
-def _clients_with(mod) -> ClientApp:  # noqa: ANN001
-    """The real ClientApp functions behind ``mod`` (outermost) and the HE mod."""
-    app = ClientApp(mods=[mod, apps.he_mod])
-    app.train()(apps.train)
-    app.evaluate()(apps.evaluate)
-    app.query("describe")(apps.describe)
-    return app
 
 
 def test_plain_fedavg_refuses_encrypted_arrays() -> None:

@@ -7,24 +7,15 @@ from pathlib import Path
 import pytest
 import tenseal as ts
 from flwr.app import Array, Context, Message
-from flwr.clientapp import ClientApp
 
-from app import client_app as apps
 from app.simulation import simulate
 from privacy.he import Payload, keygen
 from strategies.server_keyed import ServerKeyedModel
+from tests.clients import clients_with
 
 ROUNDS = 3
 TAYLOR = {"num-server-rounds": ROUNDS, "breast-cancer.loss": "taylor"}
 CKKS = {"he.backend": "ckks", "he.mode": "server-keyed", "he.coeff-mod-bit-sizes": "60,40,60"}
-
-
-def _clients_with(mod) -> ClientApp:  # noqa: ANN001
-    app = ClientApp(mods=[mod, apps.he_mod])
-    app.train()(apps.train)
-    app.evaluate()(apps.evaluate)
-    app.query("describe")(apps.describe)
-    return app
 
 
 def test_wrapper_refuses_a_public_only_key() -> None:
@@ -52,7 +43,7 @@ def test_encrypted_model_training_matches_plaintext_taylor(tmp_path: Path) -> No
     # Execute
     plain = simulate(TAYLOR | {"output-dir": str(tmp_path / "p")}, num_supernodes=4)
     enc = simulate(TAYLOR | CKKS | {"output-dir": str(tmp_path / "e")}, num_supernodes=4,
-                   clients=_clients_with(record))  # fmt: skip
+                   clients=clients_with(record))  # fmt: skip
     # Assert: same accuracy per round (central evaluation on the server), no federated eval
     assert enc["status"] == "completed"
     for p, e in zip(plain["rounds"], enc["rounds"], strict=True):
@@ -81,7 +72,7 @@ def test_a_garbage_reply_is_rejected_and_the_round_goes_on(tmp_path: Path) -> No
     results = simulate(
         TAYLOR | {"num-server-rounds": 1, "output-dir": str(tmp_path), "he.backend": "paillier",
                   "he.mode": "server-keyed", "strategy": "fedprox"},
-        num_supernodes=3, clients=_clients_with(_truncate_from_partition_1),
+        num_supernodes=3, clients=clients_with(_truncate_from_partition_1),
     )  # fmt: skip
     assert results["status"] == "completed"
     (r,) = results["rounds"]

@@ -5,11 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
-from app import client_app as apps
 from app.simulation import simulate
 from strategies.validation import array_signature, reply_problem
+from tests.clients import clients_with
 
 GLOBAL = ArrayRecord(
     {"w": Array(np.zeros((2, 3), np.float32)), "b": Array(np.zeros(2, np.float32))}
@@ -73,10 +72,7 @@ def _garbage_from_partition_0(msg: Message, context: Context, call_next) -> Mess
 
 def test_one_garbage_client_does_not_stop_the_run(tmp_path: Path) -> None:
     # Prepare: the real ClientApp functions behind a corrupting mod
-    bad = ClientApp(mods=[_garbage_from_partition_0])
-    bad.train()(apps.train)
-    bad.evaluate()(apps.evaluate)
-    bad.query("describe")(apps.describe)
+    bad = clients_with(_garbage_from_partition_0)
     # Execute
     results = simulate(
         {"num-server-rounds": 2, "output-dir": str(tmp_path)}, num_supernodes=5, clients=bad
