@@ -362,6 +362,7 @@ class AppConfig:
     val_fraction: float
     seed: int
     output_dir: str
+    round_timeout: float
     he: HeConfig
     robust: RobustConfig
     hierarchy: HierarchyConfig
@@ -411,6 +412,7 @@ class AppConfig:
             output_dir=number(
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
+            round_timeout=number(cfg, "round-timeout", float, lambda v: v > 0, "a float > 0"),
             he=he,
             robust=robust,
             hierarchy=hierarchy,

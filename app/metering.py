@@ -62,15 +62,23 @@ class MeteredGrid(Grid):
         self.traffic.bytes_down += sum(content_bytes(m) for m in messages)
         return messages
 
-    def _count_in(self, replies: Iterable[Message]) -> list[Message]:
+    def _count_in(
+        self, replies: Iterable[Message], destinations: dict[str, int] | None = None
+    ) -> list[Message]:
+        """Count replies; an error names the node the instruction went to.
+
+        Errors the SuperLink makes itself (e.g. "Node Unavailable" for a node
+        that stopped sending heartbeats) come from the SuperLink's own node id,
+        so ``destinations`` (message id -> destination node) recovers the node.
+        """
         replies = list(replies)
         self.traffic.messages_up += len(replies)
         for reply in replies:
             self.traffic.bytes_up += content_bytes(reply)
             if reply.has_error():
-                self.traffic.errors.append(
-                    {"node-id": reply.metadata.src_node_id, "reason": reply.error.reason}
-                )
+                meta = reply.metadata
+                node = (destinations or {}).get(meta.reply_to_message_id, meta.src_node_id)
+                self.traffic.errors.append({"node-id": node, "reason": reply.error.reason})
         return replies
 
     # Grid interface -------------------------------------------------------
@@ -99,5 +107,7 @@ class MeteredGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        replies = self._inner.send_and_receive(self._count_out(messages), timeout=timeout)
-        return self._count_in(replies)
+        out = self._count_out(messages)
+        replies = self._inner.send_and_receive(out, timeout=timeout)
+        # Pushing set each message's id.
+        return self._count_in(replies, {m.metadata.message_id: m.metadata.dst_node_id for m in out})

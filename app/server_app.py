@@ -169,6 +169,7 @@ def _train(
         train_config=client_config,
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=recorder.evaluate_fn(central),
+        timeout=cfg.round_timeout,
     )
 
 

@@ -39,6 +39,7 @@ def test_defaults_parse_and_reach_clients() -> None:
         ("batch-size", 1.5, "'batch-size' must be an integer, got 1.5"),
         ("fraction-train", 0.0, "allowed: 0 < x <= 1"),
         ("local-epochs", True, "'local-epochs' must be an integer"),
+        ("round-timeout", 0.0, "'round-timeout' = 0.0 is invalid; allowed: a float > 0"),
     ],
 )
 def test_bad_value_names_key_and_allowed_values(key: str, value: object, expected: str) -> None:
