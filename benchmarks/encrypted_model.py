@@ -2,7 +2,7 @@
 
 Usage: python -m benchmarks.encrypted_model [--rounds 30] [--clients 10] [--seed 0]
        [--settings exact taylor keyed-ckks keyed-paillier blind-ckks blind-paillier]
-       [--strategy fedavg|fedprox] [--out FILE]
+       [--strategy fedavg|fedprox] [--lr 0.1] [--out FILE]
 
 Each setting is one real federated run through Flower's simulation engine with
 the same seed, split and learning schedule. The server-keyed runs are
@@ -44,7 +44,7 @@ CLIENT_HE_SECONDS = ("he-map-s", "he-apply-s", "he-encrypt-s")
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = SETTINGS[name] | {"num-server-rounds": args.rounds, "seed": args.seed,
-                            "strategy": args.strategy}  # fmt: skip
+                            "strategy": args.strategy, "learning-rate": args.lr}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         res = simulate(cfg | {"output-dir": tmp}, num_supernodes=args.clients)
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"])
+    parser.add_argument("--lr", type=float, default=0.1, help="learning-rate of every setting")
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encrypted_model.json"))
     args = parser.parse_args()
@@ -87,7 +88,7 @@ def main() -> None:
                                 extrasaction="ignore")  # fmt: skip
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}")
+    print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}")
     print("setting          accuracy  s/round  client HE s/round  MB down/round  MB up/round")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
