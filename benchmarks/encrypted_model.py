@@ -2,7 +2,7 @@
 
 Usage: python -m benchmarks.encrypted_model [--rounds 30] [--clients 10] [--seed 0]
        [--settings exact taylor keyed-ckks keyed-paillier blind-ckks blind-paillier]
-       [--strategy fedavg|fedprox] [--lr 0.1] [--out FILE]
+       [--strategy fedavg|fedprox] [--lr 0.1] [--local-epochs 2] [--out FILE]
 
 Each setting is one real federated run through Flower's simulation engine with
 the same seed, split and learning schedule. The server-keyed runs are
@@ -44,7 +44,8 @@ CLIENT_HE_SECONDS = ("he-map-s", "he-apply-s", "he-encrypt-s")
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = SETTINGS[name] | {"num-server-rounds": args.rounds, "seed": args.seed,
-                            "strategy": args.strategy, "learning-rate": args.lr}  # fmt: skip
+                            "strategy": args.strategy, "learning-rate": args.lr,
+                            "local-epochs": args.local_epochs}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         res = simulate(cfg | {"output-dir": tmp}, num_supernodes=args.clients)
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"])
     parser.add_argument("--lr", type=float, default=0.1, help="learning-rate of every setting")
+    parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encrypted_model.json"))
     args = parser.parse_args()
@@ -88,7 +90,8 @@ def main() -> None:
                                 extrasaction="ignore")  # fmt: skip
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}")
+    print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}, "
+          f"{args.local_epochs} local epochs")
     print("setting          accuracy  s/round  client HE s/round  MB down/round  MB up/round")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
