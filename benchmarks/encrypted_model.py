@@ -2,7 +2,8 @@
 
 Usage: python -m benchmarks.encrypted_model [--rounds 30] [--clients 10] [--seed 0]
        [--settings exact taylor keyed-ckks keyed-paillier blind-ckks blind-paillier]
-       [--strategy fedavg|fedprox] [--lr 0.1] [--local-epochs 2] [--out FILE]
+       [--strategy fedavg|fedprox] [--lr 0.1] [--local-epochs 2]
+       [--batch-size 16] [--out FILE]
 
 Each setting is one real federated run through Flower's simulation engine with
 the same seed, split and learning schedule. The server-keyed runs are
@@ -45,7 +46,8 @@ CLIENT_HE_SECONDS = ("he-map-s", "he-apply-s", "he-encrypt-s")
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = SETTINGS[name] | {"num-server-rounds": args.rounds, "seed": args.seed,
                             "strategy": args.strategy, "learning-rate": args.lr,
-                            "local-epochs": args.local_epochs}  # fmt: skip
+                            "local-epochs": args.local_epochs,
+                            "batch-size": args.batch_size}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         res = simulate(cfg | {"output-dir": tmp}, num_supernodes=args.clients)
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"])
     parser.add_argument("--lr", type=float, default=0.1, help="learning-rate of every setting")
     parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encrypted_model.json"))
     args = parser.parse_args()
@@ -91,7 +94,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}, "
-          f"{args.local_epochs} local epochs")
+          f"{args.local_epochs} local epochs, batch {args.batch_size}")
     print("setting          accuracy  s/round  client HE s/round  MB down/round  MB up/round")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
