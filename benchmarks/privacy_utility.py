@@ -46,7 +46,8 @@ def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict
     """One federated run; ``epsilon`` None trains without DP."""
     cfg: dict[str, Any] = {"task": args.task}
     if args.task == "dp-cnn":
-        cfg |= {"dp-cnn.dataset": args.dataset, "dp-cnn.data-dir": args.data_dir}
+        cfg |= {"dp-cnn.dataset": args.dataset, "dp-cnn.data-dir": args.data_dir,
+                "dp-cnn.group-norm": args.group_norm}  # fmt: skip
     cfg |= {
         "num-server-rounds": args.rounds, "local-epochs": 1, "batch-size": args.batch_size,
         "learning-rate": args.lr if epsilon is not None else args.no_dp_lr,
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist",
                                                                "cifar10", "generated-gray"])
     parser.add_argument("--data-dir", default="")
+    parser.add_argument("--group-norm", action=argparse.BooleanOptionalAction, default=True,
+                        help="dp-cnn.group-norm (GroupNorm after each conv)")  # fmt: skip
     parser.add_argument("--epsilons", type=float, nargs="*", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--mechanisms", nargs="*", default=["dp-sgd", "laplace-sgd"],
                         choices=["dp-sgd", "distributed", "laplace-sgd"])  # fmt: skip

@@ -45,6 +45,7 @@ class DpCnnOptions:
     data_dir: str = ""
     download: bool = False
     generated_records: int = 2000
+    group_norm: bool = True
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DpCnnOptions:
@@ -55,6 +56,7 @@ class DpCnnOptions:
             data_dir=option(cfg, "dp-cnn.data-dir", d.data_dir),
             download=option(cfg, "dp-cnn.download", d.download),
             generated_records=option(cfg, "dp-cnn.generated-records", d.generated_records),
+            group_norm=option(cfg, "dp-cnn.group-norm", d.group_norm),
         )
         if dataset not in GENERATED and not opts.data_dir:
             raise ValueError(
@@ -73,15 +75,22 @@ class CNN(nn.Module):
     CNNs behind the MNIST/Fashion-MNIST records: few parameters (about 26k for
     28x28) keep the noise, which grows with the dimension, small; tanh (a
     tempered sigmoid) keeps activations bounded under clipped, noisy updates.
-    GroupNorm after each conv steadies training without mixing examples.
+    GroupNorm after each conv (``group_norm``) steadies training without mixing
+    examples; Tramer & Boneh's end-to-end CNN has none.
     """
 
-    def __init__(self, channels: int, size: int, num_classes: int = 10) -> None:
+    def __init__(
+        self, channels: int, size: int, num_classes: int = 10, *, group_norm: bool = True
+    ) -> None:
         super().__init__()
+
+        def norm(c: int) -> nn.Module:
+            return nn.GroupNorm(4, c) if group_norm else nn.Identity()
+
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 16, 8, stride=2, padding=2), nn.GroupNorm(4, 16), nn.Tanh(),
+            nn.Conv2d(channels, 16, 8, stride=2, padding=2), norm(16), nn.Tanh(),
             nn.MaxPool2d(2, 1),
-            nn.Conv2d(16, 32, 4, stride=2), nn.GroupNorm(4, 32), nn.Tanh(), nn.MaxPool2d(2, 1),
+            nn.Conv2d(16, 32, 4, stride=2), norm(32), nn.Tanh(), nn.MaxPool2d(2, 1),
         )  # fmt: skip
         side = ((size + 4 - 8) // 2 + 1 - 1 - 4) // 2 + 1 - 1
         self.classifier = nn.Sequential(
@@ -130,7 +139,7 @@ class DpCnn(ArrayTask):
 
     def build_model(self) -> nn.Module:
         _, channels, size, _ = self._arrays[0].shape
-        return CNN(channels, size, self.num_classes)
+        return CNN(channels, size, self.num_classes, group_norm=self.options.group_norm)
 
     def loss_fn(self, data: Dataset) -> LossFn:
         return nn.functional.cross_entropy

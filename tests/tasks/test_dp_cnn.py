@@ -25,6 +25,16 @@ def test_cnn_is_opacus_compatible_for_both_shapes(dataset: str, shape: tuple) ->
     assert task.load_test().tensors[0].shape[1:] == shape
 
 
+def test_group_norm_can_be_left_out() -> None:
+    task = DpCnn(DpCnnOptions.from_config({"dp-cnn.group-norm": False}))
+    model = task.build_model()
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert ModuleValidator.validate(model, strict=True) == []
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in DpCnn().build_model().parameters()
+    )
+
+
 def test_options_name_bad_keys() -> None:
     with pytest.raises(ValueError, match="'dp-cnn.dataset' = 'svhn'"):
         DpCnnOptions.from_config({"dp-cnn.dataset": "svhn"})
