@@ -153,7 +153,7 @@ def train_private(
     seed = noise_seed(context, cfg, dp, salt=int(cfg["server-round"]))
     release: Release = {}
     if dp.mode in ("dp-sgd", "distributed"):
-        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # w_t
         release = sgd_release(dp, len(train), settings, rounds)  # type: ignore[arg-type]
         check_budget(ledger, release, dp)
         shares = int(cfg["dp.shares"])
