@@ -93,7 +93,7 @@ class RunRecorder:
             "final": {},
             "environment": environment(),
         }
-        self._client: dict[str, dict[str, Any] | None] = {"train": None, "evaluate": None}
+        self._client: dict[str, tuple[MetricRecord, int] | None] = {"train": None, "evaluate": None}
         self._rejected: list[dict[str, Any]] = []
         self._filter: dict[str, Any] | None = None
         self._tiers: dict[str, Any] | None = None
@@ -108,7 +108,8 @@ class RunRecorder:
             out = fn(contents, weighted_by_key)
             if phase == "train":
                 self._client_epsilons(contents, out)
-            self._client[phase] = {**(_plain(out) or {}), "num-replies": len(contents)}
+            # Kept by reference: the strategy adds server-side figures (he-aggregate-s) after this.
+            self._client[phase] = (out, len(contents))
             return out
 
         return aggregate
@@ -218,13 +219,19 @@ class RunRecorder:
 
         return evaluate
 
+    def _client_metrics(self, phase: str) -> dict[str, Any] | None:
+        if self._client[phase] is None:
+            return None
+        out, replies = self._client[phase]
+        return {**(_plain(out) or {}), "num-replies": replies}
+
     def _close_round(self, server_round: int, server: dict[str, Any] | None) -> None:
         now = time.perf_counter()
         entry = {
             "round": server_round,
             "server": server,
-            "train": self._client["train"],
-            "evaluate": self._client["evaluate"],
+            "train": self._client_metrics("train"),
+            "evaluate": self._client_metrics("evaluate"),
             "seconds": now - self._tick,
             **self.grid.take().as_dict(),
         }
