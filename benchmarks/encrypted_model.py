@@ -69,7 +69,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--clients", type=int, default=10)
@@ -80,7 +81,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encrypted_model.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.settings:

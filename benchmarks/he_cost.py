@@ -103,7 +103,8 @@ def _row(r: dict) -> str:
     return f"{r['params']:>9} {r['setting']:<24} {times}  {size}{note}"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--clients", type=int, default=10)
@@ -111,7 +112,11 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=512)
     parser.add_argument("--settings", nargs="+", default=[s[0] for s in SETTINGS])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/he_cost.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     rows = []
     for size in args.sizes:
         for name, backend, opts in SETTINGS:

@@ -23,23 +23,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.results import environment
-from app.simulation import simulate
-from benchmarks.he_accuracy import test_metrics_of_encrypted_model
-
-
-def _distributed(cfg: dict[str, Any], args: argparse.Namespace, keys: Path) -> dict[str, Any]:
-    """Distributed DP runs under server-blind CKKS with keys this script deals (it evaluates)."""
-    generate("ckks", keys)
-    return cfg | {"he.backend": "ckks", "he.server-bundle": str(keys / SERVER_FILE),
-                  "he.client-bundle": str(keys / CLIENT_FILE), "min-clients": args.clients,
-                  "dp.momentum": args.momentum}  # fmt: skip
+from benchmarks.runs import tested_run
 
 
 def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict[str, Any]:
@@ -56,27 +45,27 @@ def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict
     if epsilon is not None:
         cfg |= {"dp.mode": mechanism, "dp.epsilon": epsilon, "dp.delta": args.delta,
                 "dp.max-grad-norm": args.clip, "dp.l1-clip": args.l1_clip,
+                "dp.laplace-increment": args.laplace_increment,
                 "dp.seeded-noise": True}  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        if mechanism == "distributed" and epsilon is not None:
-            cfg = _distributed(cfg, args, Path(tmp) / "keys")
-        start = time.perf_counter()
-        res = simulate(cfg | {"output-dir": tmp}, num_supernodes=args.clients)
-        seconds = time.perf_counter() - start
-        curve = [r["server"]["accuracy"] for r in res["rounds"] if r["server"]]
-        if not curve:  # server-blind: evaluate the decrypted final model as the key holder
-            final = test_metrics_of_encrypted_model(res, Path(tmp) / "keys", args.clients)
-            res["final"], curve = final, [final["accuracy"]]
+    if mechanism == "distributed" and epsilon is not None:  # under server-blind CKKS
+        cfg |= {"he.backend": "ckks", "min-clients": args.clients, "dp.momentum": args.momentum}
+    start = time.perf_counter()
+    res = tested_run(cfg, args.clients)
+    seconds = time.perf_counter() - start
+    curve = [r["server"]["accuracy"] for r in res["rounds"] if r["server"]] or [
+        res["test"]["accuracy"]
+    ]  # server-blind: only the decrypted final model is tested
     return {
         "mechanism": mechanism if epsilon is not None else "no DP",
         "target-epsilon": epsilon,
         "epsilon": res.get("privacy", {}).get("epsilon-max"),
         "delta": args.delta if epsilon is not None else None,
-        "accuracy": res["final"]["accuracy"],
+        "accuracy": res["test"]["accuracy"],
         "best-round-accuracy": max(curve),
         "rounds": len(res["rounds"]),
         "seconds": seconds,
         "accuracy-per-round": curve,
+        "epsilon-per-round": [r.get("privacy", {}).get("epsilon-max") for r in res["rounds"]],
     }
 
 
@@ -104,7 +93,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="dp-cnn", choices=["dp-cnn", "breast-cancer"])
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist",
@@ -125,11 +115,17 @@ def main() -> None:
                         help="learning rate of the non-private baseline (unclipped gradients)")
     parser.add_argument("--clip", type=float, default=1.0, help="dp.max-grad-norm (L2)")
     parser.add_argument("--l1-clip", type=float, default=1.0, help="dp.l1-clip (Laplace)")
+    parser.add_argument("--laplace-increment", type=float, default=0.0,
+                        help="dp.laplace-increment: d in eps_t = eps_1 + (t-1) d")  # fmt: skip
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     name = args.dataset if args.task == "dp-cnn" else args.task
     out = args.out or Path(f"benchmarks/results/privacy_utility_{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,11 +134,11 @@ def main() -> None:
     rows = []
     for mechanism, epsilon in plan:
         rows.append(run(args, mechanism, epsilon))
-        print({k: v for k, v in rows[-1].items() if k != "accuracy-per-round"}, flush=True)
+        print({k: v for k, v in rows[-1].items() if not k.endswith("-per-round")}, flush=True)
         out.write_text(json.dumps({"rows": rows, "args": vars(args) | {"out": str(out)},
                                    "environment": environment()}, indent=2))  # fmt: skip
     with out.with_suffix(".csv").open("w", newline="") as f:
-        fields = [k for k in rows[0] if k != "accuracy-per-round"]
+        fields = [k for k in rows[0] if not k.endswith("-per-round")]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

@@ -20,16 +20,13 @@ import csv
 import json
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from app.attack import UPDATE_ATTACKS
-from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.results import environment
-from app.simulation import simulate
-from benchmarks.he_accuracy import test_metrics_of_encrypted_model
+from benchmarks.runs import tested_run
 
 ATTACKS = (*UPDATE_ATTACKS, "label-flip")
 STRATEGIES = (
@@ -87,24 +84,16 @@ def _rates(res: dict[str, Any]) -> tuple[float | None, float | None]:
 def run_cell(task: str, strategy: str, attack: str, fraction: float, args) -> dict[str, Any]:
     """One run; encrypted runs are scored by decrypting their final model as a key holder."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = overrides(strategy, attack, fraction, args.clients) | {
-            "task": task,
-            "num-server-rounds": args.rounds,
-            "fraction-evaluate": 0.0,  # server-side test accuracy is what we compare
-            "seed": args.seed,
-            "output-dir": str(Path(tmp) / "out"),
-        }
-        if "robust.filter" in cfg:
-            cfg |= {"robust.k": args.k, "robust.quartiles": args.quartiles}
-        keys = Path(tmp) / "keys"
-        if cfg.get("he.backend", "none") != "none":
-            coeffs = [int(b) for b in cfg["he.coeff-mod-bit-sizes"].split(",")]
-            generate("ckks", keys, {"coeff-mod-bit-sizes": coeffs, "eval-keys": True})
-            cfg |= {"he.server-bundle": str(keys / SERVER_FILE),
-                    "he.client-bundle": str(keys / CLIENT_FILE)}  # fmt: skip
-        res = simulate(cfg, num_supernodes=args.clients)
-        final = res["final"] or test_metrics_of_encrypted_model(res, keys, args.clients)
+    cfg = overrides(strategy, attack, fraction, args.clients) | {
+        "task": task,
+        "num-server-rounds": args.rounds,
+        "fraction-evaluate": 0.0,  # server-side test accuracy is what we compare
+        "seed": args.seed,
+    }
+    if "robust.filter" in cfg:
+        cfg |= {"robust.k": args.k, "robust.quartiles": args.quartiles}
+    res = tested_run(cfg, args.clients)
+    final = res["test"]
     honest, malicious = _rates(res)
     return {
         "task": task, "strategy": strategy, "attack": attack, "fraction": fraction,
@@ -181,7 +170,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["breast-cancer"])
     parser.add_argument("--rounds", type=int, default=15)
@@ -195,7 +185,11 @@ def main() -> None:
     parser.add_argument("--k", type=float, default=1.5, help="box-plot fence width")
     parser.add_argument("--quartiles", default="inner", choices=["inner", "linear"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
-    args = parser.parse_args()
+    return parser
+
+
+def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every cell of the grid, resuming from the rows already in ``args.out`` (CSV)."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = read_rows(args.out)
     done = {_key(r) for r in rows}
@@ -220,6 +214,12 @@ def main() -> None:
             rows.append(row)
             print(f"[{i}/{len(todo)}] {cell}: accuracy {row['accuracy']:.4f} "
                   f"({row['seconds']:.0f}s)", flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    rows = run_grid(args)
     summary = summarize(rows)
     args.out.with_suffix(".json").write_text(
         json.dumps(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.results import environment
-from app.simulation import simulate
-from benchmarks.he_accuracy import final_model
+from benchmarks.runs import final_model, simulated
 from tasks import TrainSettings, get_task
 from tasks.mcsn import latency_ms
 
@@ -67,21 +64,11 @@ def federated(
     overrides: dict[str, Any], args: argparse.Namespace, noise: float = 0.0
 ) -> dict[str, Any]:
     """One simulated run: test metrics of its final model (decrypted if encrypted), time."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = task_overrides(args) | overrides | {"output-dir": str(Path(tmp) / "out")}
-        keys = None
-        if cfg.get("he.backend", "none") != "none":
-            keys = Path(tmp) / "keys"
-            params: dict[str, Any] = {"key-bits": 2048}
-            if cfg["he.backend"] == "ckks":
-                params = {"coeff-mod-bit-sizes": [60, 40, 40, 60], "eval-keys": True}
-            generate(cfg["he.backend"], keys, params)
-            cfg |= {"he.server-bundle": str(keys / SERVER_FILE),
-                    "he.client-bundle": str(keys / CLIENT_FILE)}  # fmt: skip
-        start = time.perf_counter()
-        res = simulate(cfg, num_supernodes=args.clients)
+    start = time.perf_counter()
+    with simulated(task_overrides(args) | overrides, args.clients) as (res, keys):
         seconds = time.perf_counter() - start
-        task, model = final_model(res, args.clients, keys)
+        encrypted = res["config"]["he.backend"] != "none"
+        task, model = final_model(res, args.clients, keys if encrypted else None)
         out = scored(task, model, noise)
     rounds = res["rounds"]
     return out | {
@@ -158,7 +145,8 @@ def ablation(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     rows = []
     tiers = {"hierarchy.edges": args.edges}
     attack = {"attack.type": args.attack, "attack.fraction": args.fraction}
-    for name, layers in ABLATION.items():
+    for name in args.settings:
+        layers = ABLATION[name]
         clean = federated(tiers | layers, args, noise=args.noise)
         attacked = federated(tiers | layers | attack, args)
         runs[name] = {"clean": clean, "attacked": attacked}
@@ -199,7 +187,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["compare", "ablation"])
     parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "nsl-kdd", "csv"])
@@ -212,12 +201,18 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--partitioners", nargs="+", default=["iid", "dirichlet"])
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    parser.add_argument("--settings", nargs="+", default=list(ABLATION), choices=list(ABLATION),
+                        help="ablation rows to run")  # fmt: skip
     parser.add_argument("--attack", default="sign-flip")
     parser.add_argument("--fraction", type=float, default=0.3)
     parser.add_argument("--noise", type=float, default=0.5, help="test-input noise, in stds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     out = args.out or Path(f"benchmarks/results/threat_{args.mode}_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, runs = (compare if args.mode == "compare" else ablation)(args)

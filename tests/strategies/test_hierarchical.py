@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord
 
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.simulation import simulate
-from benchmarks import he_accuracy
+from benchmarks import runs
 from privacy.he import EncodeSettings, Payload, decrypt_arrays, encrypt_arrays, keygen, layout_of
 from strategies import Robustness, make_strategy
 from strategies.encrypted import KeyMismatchError
@@ -158,5 +158,5 @@ def test_hierarchical_encrypted_pipeline_in_a_real_simulation(tmp_path: Path) ->
         tiers = entry["tiers"]
         assert sum(t["aggregated"] for t in tiers["edges"].values()) == 6
         assert tiers["edge-to-cloud-bytes"] > 0 and entry["bytes-up"] > tiers["edge-to-cloud-bytes"]
-    final = he_accuracy.test_metrics_of_encrypted_model(results, keys, clients=8)
+    final = runs.test_metrics_of_encrypted_model(results, keys, clients=8)
     assert final["accuracy"] > 0.6  # chance on 7 classes with a 0.4 benign prior: 0.4
