@@ -99,7 +99,11 @@ def tested_run(overrides: dict[str, Any], clients: int) -> dict[str, Any]:
     otherwise those of the final model decrypted with the dealt keys.
     """
     with simulated(overrides, clients) as (res, keys):
-        res["test"] = res["final"] or test_metrics_of_encrypted_model(res, keys, clients)
+        server_tested = bool(res["rounds"]) and bool(res["rounds"][-1].get("server"))
+        # Otherwise ``final`` holds the clients' federated validation metrics (or nothing).
+        res["test"] = (
+            res["final"] if server_tested else test_metrics_of_encrypted_model(res, keys, clients)
+        )
     return res
 
 
