@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +49,20 @@ def _results(dep: LocalDeployment, run_id: int) -> dict[str, Any]:
     return json.loads(wait_for_run(dep, run_id, timeout=420).read_text())
 
 
+def _wait_rounds(path: Path, count: int, timeout: float = 180.0) -> None:
+    """Wait until results.json holds ``count`` rounds.
+
+    The SuperLink answers "Node Unavailable" only while the node is offline when the
+    ServerApp polls (every 3 s in flwr 1.41); a node back online before that poll
+    leaves its in-flight message unanswered until ``round-timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while len(json.loads(path.read_text())["rounds"]) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} has fewer than {count} rounds after {timeout:.0f} s")
+        time.sleep(1.0)
+
+
 def test_unregistered_node_is_refused_and_the_others_stay_online(dep: LocalDeployment) -> None:
     # Prepare
     rogue = dep.add_node(node_config=dep.node_config(0, 3), register=False, name="rogue")
@@ -82,7 +98,9 @@ def faulty_run(dep: LocalDeployment, tmp_path_factory: pytest.TempPathFactory) -
     assert path is not None
     before = json.loads(path.read_text())["rounds"]
     dep.crash_node(victim)  # SIGKILL mid-round: no goodbye reaches the SuperLink
-    waited = dep.restart_node(victim)  # same key, so the same node id
+    waited = dep.wait_offline(victim)
+    _wait_rounds(path, len(before) + 1)  # the lost round closes before the node returns
+    dep.restart_node(victim)  # same key, so the same node id
     results = _results(dep, run_id)
     stop(stale.proc)  # type: ignore[arg-type]
     return {"results": results, "before": before, "waited": waited, "victim": victim,
