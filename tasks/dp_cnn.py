@@ -134,8 +134,8 @@ class DpCnn(ArrayTask):
 
     def to_dataset(self, x: np.ndarray, y: np.ndarray) -> TensorDataset:
         mean, std = self._normalization
-        images = (torch.as_tensor(x, dtype=torch.float32) / 255.0 - mean) / std
-        return TensorDataset(images, torch.as_tensor(y))
+        images = (torch.tensor(x, dtype=torch.float32) / 255.0 - mean) / std
+        return TensorDataset(images, torch.tensor(y))
 
     def build_model(self) -> nn.Module:
         _, channels, size, _ = self._arrays[0].shape
