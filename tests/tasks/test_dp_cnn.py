@@ -45,6 +45,7 @@ def test_options_name_bad_keys() -> None:
 def test_cifar_shaped_generated_images_are_learned() -> None:
     task = get_task("dp-cnn", {"dp-cnn.dataset": "generated-rgb", "dp-cnn.generated-records": 600})
     data = task.load_partition(0, 1, PartitionSpec())
+    torch.manual_seed(0)
     model = task.build_model()
     task.train(model, data.train, TrainSettings(epochs=3, batch_size=32, lr=0.05))
     assert task.evaluate(model, task.load_test())["accuracy"] > 0.6  # chance: 0.1

@@ -64,6 +64,7 @@ def test_federated_training_learns_synthetic_threats() -> None:
     assert task is get_task("mcsn", {"mcsn.synthetic-records": 4000})  # cached per options
     spec = PartitionSpec(seed=0)
     clients = [task.load_partition(i, 4, spec) for i in range(4)]
+    torch.manual_seed(0)
     model = task.build_model()
     mean, std = combine([task.feature_moments(c.train) for c in clients]).mean_std()
     task.set_standardization(model, mean, std)
