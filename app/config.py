@@ -43,7 +43,10 @@ def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: Robu
             "which per-example clipping does not protect; set mcsn.class-weights = 'none'"
         )
     if dp.mode == "distributed" and (
-        not he.enabled or he.server_keyed or robust.filter != "none" or hierarchy.enabled
+        not he.enabled
+        or he.server_keyed
+        or robust.filter != "none"
+        or hierarchy.enabled
         or strategy not in ("fedavg", "fedprox")
     ):
         raise ConfigError(
@@ -53,8 +56,11 @@ def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: Robu
         )
     if dp.mode != "central":
         return
-    if he.enabled or robust.filter != "none" or hierarchy.enabled or strategy not in (
-        "fedavg", "fedprox"
+    if (
+        he.enabled
+        or robust.filter != "none"
+        or hierarchy.enabled
+        or strategy not in ("fedavg", "fedprox")
     ):
         raise ConfigError(
             "run-config key 'dp.mode' = 'central' clips each update and noises the aggregate "
@@ -393,9 +399,7 @@ class AppConfig:
         out = cls(
             task=task,
             num_server_rounds=number(cfg, "num-server-rounds", int, *positive_int),
-            fraction_train=number(
-                cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"
-            ),
+            fraction_train=number(cfg, "fraction-train", float, lambda v: 0 < v <= 1, "0 < x <= 1"),
             fraction_evaluate=number(
                 cfg, "fraction-evaluate", float, lambda v: 0 <= v <= 1, "0 <= x <= 1"
             ),

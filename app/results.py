@@ -312,8 +312,13 @@ def _plot_epsilon(ax: Any, results: Mapping[str, Any]) -> None:
         pts = [(r["round"], r["privacy"]["epsilon"][p]) for r in rounds
                if p in r["privacy"].get("epsilon", {})]  # fmt: skip
         ax.plot(*zip(*pts, strict=True), color="0.7", lw=0.8)
-    ax.plot([r["round"] for r in rounds], [r["privacy"]["epsilon-max"] for r in rounds],
-            marker=".", color="C3", label="max over clients" if clients else "server (central)")
+    ax.plot(
+        [r["round"] for r in rounds],
+        [r["privacy"]["epsilon-max"] for r in rounds],
+        marker=".",
+        color="C3",
+        label="max over clients" if clients else "server (central)",
+    )
     privacy = results["privacy"]
     ax.axhline(privacy["budget-epsilon"], ls="--", color="k", lw=0.8, label="budget")
     ax.set_xlabel("round")

@@ -46,8 +46,15 @@ def trainers(args: argparse.Namespace, loss_fn: Any) -> dict[str, Trainer]:
         "dp-sgd (hooks)": dp("hooks"),
         "dp-sgd (functorch)": dp("functorch"),
         "laplace-sgd": lambda m, d: train_laplace_sgd(
-            m, d, loss_fn, epochs=1, batch_size=bs, epoch_epsilons=[1.0], l1_clip=1.0,
-            loss_bound=5.0, max_lr=lr,
+            m,
+            d,
+            loss_fn,
+            epochs=1,
+            batch_size=bs,
+            epoch_epsilons=[1.0],
+            l1_clip=1.0,
+            loss_bound=5.0,
+            max_lr=lr,
         ),  # fmt: skip
     }
 

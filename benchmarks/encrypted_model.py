@@ -98,8 +98,10 @@ def main() -> None:
                                 extrasaction="ignore")  # fmt: skip
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}, "
-          f"{args.local_epochs} local epochs, batch {args.batch_size}")
+    print(
+        f"\nWDBC, {args.clients} clients, {args.rounds} rounds, {args.strategy}, lr {args.lr}, "
+        f"{args.local_epochs} local epochs, batch {args.batch_size}"
+    )
     print("setting          accuracy  s/round  client HE s/round  MB down/round  MB up/round")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"

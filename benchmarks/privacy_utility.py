@@ -97,22 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; notebooks build their arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="dp-cnn", choices=["dp-cnn", "breast-cancer"])
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist",
-                                                               "cifar10", "generated-gray"])
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=["mnist", "fashion-mnist", "cifar10", "generated-gray"],
+    )
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--group-norm", action=argparse.BooleanOptionalAction, default=True,
                         help="dp-cnn.group-norm (GroupNorm after each conv)")  # fmt: skip
     parser.add_argument("--epsilons", type=float, nargs="*", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--mechanisms", nargs="*", default=["dp-sgd", "laplace-sgd"],
                         choices=["dp-sgd", "distributed", "laplace-sgd"])  # fmt: skip
-    parser.add_argument("--momentum", type=float, default=0.9,
-                        help="dp.momentum of distributed runs (one step a round)")
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        default=0.9,
+        help="dp.momentum of distributed runs (one step a round)",
+    )
     parser.add_argument("--no-dp", action="store_true", help="add the non-private baseline")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=2.0)
-    parser.add_argument("--no-dp-lr", type=float, default=0.1,
-                        help="learning rate of the non-private baseline (unclipped gradients)")
+    parser.add_argument(
+        "--no-dp-lr",
+        type=float,
+        default=0.1,
+        help="learning rate of the non-private baseline (unclipped gradients)",
+    )
     parser.add_argument("--clip", type=float, default=1.0, help="dp.max-grad-norm (L2)")
     parser.add_argument("--l1-clip", type=float, default=1.0, help="dp.l1-clip (Laplace)")
     parser.add_argument("--laplace-increment", type=float, default=0.0,
