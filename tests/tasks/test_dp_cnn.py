@@ -57,8 +57,8 @@ def test_real_mnist_one_client_epoch() -> None:
     data = task.load_partition(0, 20, PartitionSpec())  # 2,400 training images
     x = data.train.tensors[0]
     assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1  # published stats
-    torch.manual_seed(0)  # the initial weights too: one epoch from another start ends at 0.75-0.82
+    torch.manual_seed(0)  # the initial weights too: from other starts one epoch ends at 0.75-0.82
     model = task.build_model()
     task.train(model, data.train, TrainSettings(epochs=1, batch_size=32, lr=0.05))
-    assert task.evaluate(model, data.val)["accuracy"] > 0.75  # chance: 0.1
+    assert task.evaluate(model, data.val)["accuracy"] > 0.8  # chance: 0.1; seed 0: 0.81
     assert np.bincount(task.load_arrays()[3]).sum() == 10000
