@@ -46,16 +46,9 @@ def _update(reply: Message) -> np.ndarray:
 @pytest.mark.parametrize("mechanism", ["gaussian", "laplace"])
 def test_local_dp_clips_noises_and_keeps_the_ledger_across_rounds(mechanism: str) -> None:
     # Prepare: a tiny clip, so the noise (scale ~ clip) dwarfs the clipped update
-    ctx, dp = (
-        _context(),
-        {
-            "dp.mode": "local",
-            "dp.local-mechanism": mechanism,
-            "dp.max-grad-norm": 0.1,
-            "dp.l1-clip": 0.1,
-            "dp.epsilon": 40.0,
-        },
-    )
+    ctx = _context()
+    dp = {"dp.mode": "local", "dp.local-mechanism": mechanism, "dp.max-grad-norm": 0.1,
+          "dp.l1-clip": 0.1, "dp.epsilon": 40.0}  # fmt: skip
     # Execute: two rounds through the mod
     first = dp_mod(_message(_config(1, **dp)), ctx, _trained)
     second = dp_mod(_message(_config(2, **dp)), ctx, _trained)
