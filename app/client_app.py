@@ -16,7 +16,7 @@ from app.config import ClientSettings
 from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
 from app.dp_config import UNIT_WEIGHT_MODES
 from app.encrypted_training import NotAffineError, train_encrypted
-from app.he_mod import decrypt_scores, he_mod
+from flwr_privacy.mods.he import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
     CONFIG,
@@ -30,8 +30,8 @@ from app.records import (
     STANDARDIZE_STD,
     UNIT_WEIGHT,
 )
-from privacy.he import PayloadError
-from privacy.he.protocol import SCORES_ACTION
+from flwr_privacy.he import PayloadError
+from flwr_privacy.he.protocol import SCORES_ACTION
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 

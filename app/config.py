@@ -16,7 +16,7 @@ from app.dp_config import DpConfig
 from data.partition import PARTITIONERS, PartitionSpec
 from strategies import STRATEGIES, Robustness
 from strategies.factory import BUILTIN_ROBUST
-from strategies.robust import QUARTILES, SCORES, BoxPlot
+from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
 

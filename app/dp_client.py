@@ -26,12 +26,12 @@ from torch.utils.data import Dataset, TensorDataset
 
 from app.dp_config import DpConfig
 from app.records import ARRAYS, CONFIG, METRICS, STANDARDIZE_MEAN, STANDARDIZE_STD
-from privacy.dp import BUDGET_EXHAUSTED, DELTA_KEY, EPSILON_KEY, DpSgd, PrivacyLedger
-from privacy.dp.input import FeatureBounds, perturb_records
-from privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
-from privacy.dp.ledger import gaussian_epsilon
-from privacy.dp.mechanisms import flower_epsilon, laplace_update
-from privacy.dp.sgd import planned_noise, sampling, train_dp_sgd
+from flwr_privacy.dp import BUDGET_EXHAUSTED, DELTA_KEY, EPSILON_KEY, DpSgd, PrivacyLedger
+from flwr_privacy.dp.input import FeatureBounds, perturb_records
+from flwr_privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
+from flwr_privacy.dp.ledger import gaussian_epsilon
+from flwr_privacy.dp.mechanisms import flower_epsilon, laplace_update
+from flwr_privacy.dp.sgd import planned_noise, sampling, train_dp_sgd
 from tasks import ClientData, Task, TrainSettings
 
 STATE_KEY = "dp"
@@ -222,7 +222,7 @@ def heavy_ball(
 def dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Local DP (``dp.mode = local``): clip the outgoing update and add noise to it.
 
-    Gaussian noise is Flower's ``LocalDpMod``; Laplace is ``privacy.dp.mechanisms``.
+    Gaussian noise is Flower's ``LocalDpMod``; Laplace is ``flwr_privacy.dp.mechanisms``.
     Sits inside the HE mod, so the noisy update is what gets encrypted.
     """
     cfg = msg.content.config_records.get(CONFIG) if msg.has_content() else None

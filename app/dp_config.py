@@ -4,7 +4,7 @@ Modes (README: "Differential privacy"):
 - ``dp-sgd``: sample-level DP-SGD on each client with Opacus (Gaussian, RDP/PRV).
 - ``distributed``: DP-SGD whose noise is split over the ``min-clients`` clients every
   encrypted (server-blind) sum holds: one noisy step a round (README: "Distributed DP").
-- ``laplace-sgd``: the CNN-DP paper's Laplace variant, made sound (``privacy.dp.laplace``).
+- ``laplace-sgd``: the CNN-DP paper's Laplace variant, made sound (``flwr_privacy.dp.laplace``).
 - ``local``: each client clips and noises its outgoing update (client-level local DP).
 - ``central``: Flower's server-side fixed clipping adds noise to the aggregate.
 ``dp.input-epsilon > 0`` adds input perturbation (tabular tasks) to any of them.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config_values import ConfigError, choice, get, number
-from privacy.dp.ledger import ACCOUNTANTS
-from privacy.dp.sgd import GRAD_SAMPLE_MODES
+from flwr_privacy.dp.ledger import ACCOUNTANTS
+from flwr_privacy.dp.sgd import GRAD_SAMPLE_MODES
 
 DP_MODES = ("none", "dp-sgd", "distributed", "laplace-sgd", "local", "central")
 LOCAL_MECHANISMS = ("gaussian", "laplace")

@@ -8,7 +8,7 @@ from. Running the task's own training from ``0`` and from each unit vector
 ``e_j`` (same data, batches and seed) gives ``c`` and the columns of ``M``;
 one more run from a random start checks the map really is affine, so a
 non-quadratic loss is refused instead of silently mis-trained. The map is
-then applied to the ciphertext (``privacy.he.model``): d + 2 cheap plaintext
+then applied to the ciphertext (``flwr_privacy.he.model``): d + 2 cheap plaintext
 trainings of a 31-weight model buy a single ciphertext multiplication.
 """
 
@@ -22,10 +22,10 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from privacy.he import Payload
-from privacy.he.codec import flatten, unflatten
-from privacy.he.model import apply_affine
-from privacy.he.payload import Layout
+from flwr_privacy.he import Payload
+from flwr_privacy.he.codec import flatten, unflatten
+from flwr_privacy.he.model import apply_affine
+from flwr_privacy.he.payload import Layout
 
 AFFINE_TOLERANCE = 1e-3  # relative; float32 training is exact to about 1e-6 here
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from privacy.he import BACKENDS, KeyBundle, keygen, load_bundle
+from flwr_privacy.he import BACKENDS, KeyBundle, keygen, load_bundle
 
 SERVER_FILE = "server.json"
 CLIENT_FILE = "client.json"

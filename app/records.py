@@ -1,9 +1,8 @@
 """Record keys and message actions shared by the ServerApp and the ClientApp."""
 
-ARRAYS = "arrays"  # Flower's key for the model ArrayRecord
-METRICS = "metrics"  # Flower's key for the MetricRecord
-CONFIG = "config"  # Flower's key for the ConfigRecord
-NUM_EXAMPLES = "num-examples"  # Flower's weighting key
+
+from flwr_privacy.records import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
+
 PARTITION_ID = "partition-id"  # node config key; also reported by the setup query
 
 MOMENTS = "moments"  # ArrayRecord of a client's feature moments (tabular tasks)
@@ -12,3 +11,5 @@ STANDARDIZE_MEAN = "standardize-mean"  # config: federated feature means (tabula
 STANDARDIZE_STD = "standardize-std"  # config: federated feature stds (tabular tasks)
 EDGE_ID = "edge-id"  # node config / setup reply: the edge a node belongs to (hierarchical runs)
 UNIT_WEIGHT = "dp-unit-weight"  # reply metric = 1: central DP averages clients uniformly
+
+__all__ = ["ARRAYS", "CONFIG", "METRICS", "NUM_EXAMPLES"]

@@ -23,9 +23,9 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from app.dp_config import DpConfig
 from app.metering import MeteredGrid
 from app.records import PARTITION_ID
-from privacy.dp import DELTA_KEY, EPSILON_KEY
-from privacy.he import Payload, is_encrypted, save_payload
-from strategies.robust import FilterReport
+from flwr_privacy.dp import DELTA_KEY, EPSILON_KEY
+from flwr_privacy.he import Payload, is_encrypted, save_payload
+from flwr_privacy.strategy.box_plot import FilterReport
 
 # What a DP client released in a round (reply metrics): kept per client, never averaged.
 RELEASE_KEYS = ("dp-noise-multiplier", "dp-sample-rate", "dp-steps", "dp-round-epsilon")

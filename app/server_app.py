@@ -46,13 +46,13 @@ from app.records import (
 )
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
-from privacy.dp import PrivacyLedger, planned_noise
-from privacy.he import KeyBundle, keygen, load_bundle
+from flwr_privacy.dp import PrivacyLedger, planned_noise
+from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from strategies import make_strategy
-from strategies.central_dp import LedgeredCentralDp
-from strategies.hierarchical import assign_edges
-from strategies.privacy_budget import BudgetGuard, BudgetsExhausted
-from strategies.server_keyed import ServerKeyedModel
+from flwr_privacy.strategy.central_dp import LedgeredCentralDp
+from flwr_privacy.strategy.hierarchical import assign_edges
+from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
+from flwr_privacy.strategy.server_keyed import ServerKeyedModel
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from app.results import environment
-from privacy.dp import planned_noise
+from flwr_privacy.dp import planned_noise
 from tasks.dp_cnn import DpCnn, DpCnnOptions
 
 LR_SCHEDULES = ("constant", "cosine", "linear")

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from app.results import environment
-from privacy.dp import DpSgd, train_dp_sgd
-from privacy.dp.laplace import train_laplace_sgd
+from flwr_privacy.dp import DpSgd, train_dp_sgd
+from flwr_privacy.dp.laplace import train_laplace_sgd
 from tasks import get_task
 from tasks.training import TrainSettings, fit
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from app.results import environment
-from privacy.he import EncodeSettings, aggregate, decrypt_arrays, encrypt_arrays, keygen
-from privacy.he.payload import Payload
+from flwr_privacy.he import EncodeSettings, aggregate, decrypt_arrays, encrypt_arrays, keygen
+from flwr_privacy.he.payload import Payload
 
 SETTINGS: list[tuple[str, str, dict[str, Any]]] = [
     ("plaintext", "none", {}),

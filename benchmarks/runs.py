@@ -28,7 +28,7 @@ from app.results import ENCRYPTED_MODEL, PLAIN_MODEL, environment
 from app.simulation import resolve_run_config, simulate
 from data.partition import PartitionSpec
 from data.preprocess import combine
-from privacy.he import decrypt_arrays, load_bundle, load_payload
+from flwr_privacy.he import decrypt_arrays, load_bundle, load_payload
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 

@@ -22,12 +22,12 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
-from privacy.he import KeyBundle
-from strategies.encrypted import EncryptedFedAvg, EncryptedFedProx
-from strategies.encrypted_robust import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
-from strategies.hierarchical import HierarchicalAggregation, TierFn
-from strategies.robust import BoxPlot, BoxPlotFedAvg, BoxPlotFedProx, FilterFn
-from strategies.validation import RejectFn, ReplyValidation
+from flwr_privacy.he import KeyBundle
+from flwr_privacy.strategy.encrypted import EncryptedFedAvg, EncryptedFedProx
+from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
+from flwr_privacy.strategy.hierarchical import HierarchicalAggregation, TierFn
+from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFedAvg, BoxPlotFedProx, FilterFn
+from flwr_privacy.strategy.validation import RejectFn, ReplyValidation
 
 BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
     "krum": Krum,

@@ -76,7 +76,7 @@ class Task(ABC):
         """
 
     def train(self, model: nn.Module, data: Dataset, settings: TrainSettings) -> dict[str, float]:
-        """Plain local SGD; the DP layer (``privacy.dp``) trains with ``loss_fn`` instead."""
+        """Plain local SGD; the DP layer (``flwr_privacy.dp``) trains with ``loss_fn`` instead."""
         return fit(model, data, self.loss_fn(data), settings)
 
     @abstractmethod

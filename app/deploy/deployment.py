@@ -32,7 +32,7 @@ from app.deploy.certs import NodeKey, write_node_key, write_tls
 from app.deploy.flwr_cli import FlwrCli, toml_overrides, write_connection
 from app.deploy.procs import Proc, ProcessFailed, free_port, start, stop
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
-from privacy.he import BundleError, KeyBundle
+from flwr_privacy.he import BundleError, KeyBundle
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTION = "local-deploy"

@@ -8,7 +8,7 @@ from app.config import AppConfig, ClientSettings
 from app.dp_client import BudgetExhausted, dp_mod, ledger_of, train_private
 from app.dp_config import DpConfig
 from app.simulation import resolve_run_config
-from privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, PrivacyLedger
+from flwr_privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, PrivacyLedger
 from tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("server_identity")

@@ -6,7 +6,7 @@ import torch
 
 from app.encrypted_training import NotAffineError, local_affine_map
 from data.partition import PartitionSpec
-from privacy.he.codec import flatten, layout_of, unflatten
+from flwr_privacy.he.codec import flatten, layout_of, unflatten
 from tasks import TrainSettings
 from tasks.breast_cancer import BreastCancer
 

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
-from app.he_mod import he_mod
-from privacy.he import EncodeSettings, KeyBundle, Payload, encrypt_arrays, is_encrypted, keygen
+from flwr_privacy.mods.he import he_mod
+from flwr_privacy.he import EncodeSettings, KeyBundle, Payload, encrypt_arrays, is_encrypted, keygen
 
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 10}
 
@@ -110,7 +110,7 @@ def test_error_replies_pass_through_untouched(bundle_path) -> None:
 
 
 def _score_query(keys: KeyBundle, chunks: list[bytes], server_round: int = 1) -> Message:
-    from privacy.he.protocol import FINGERPRINT_KEY, SCORES_KEY
+    from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_KEY
 
     cfg = ConfigRecord(
         {**_config(), SCORES_KEY: chunks, FINGERPRINT_KEY: keys.fingerprint,
@@ -120,8 +120,8 @@ def _score_query(keys: KeyBundle, chunks: list[bytes], server_round: int = 1) ->
 
 
 def test_score_query_decrypts_scalars_once_per_round(tmp_path: Path) -> None:
-    from app.he_mod import decrypt_scores
-    from privacy.he import encrypted_scores
+    from flwr_privacy.mods.he import decrypt_scores
+    from flwr_privacy.he import encrypted_scores
 
     keys = keygen("ckks", {"coeff-mod-bit-sizes": [60, 40, 40, 60], "eval-keys": True})
     path = keys.for_client().save(tmp_path / "client.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.keys import CLIENT_FILE, SERVER_FILE, main, simulation_keys
-from privacy.he import BundleError, load_bundle
+from flwr_privacy.he import BundleError, load_bundle
 
 
 def test_generate_writes_public_server_and_private_client_bundle(tmp_path: Path, capsys) -> None:  # noqa: ANN001

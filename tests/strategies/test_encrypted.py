@@ -8,8 +8,8 @@ import pytest
 from flwr.app import Array, Context, Message
 
 from app.simulation import simulate
-from privacy.he import keygen
-from strategies.encrypted import EncryptedFedAvg
+from flwr_privacy.he import keygen
+from flwr_privacy.strategy.encrypted import EncryptedFedAvg
 from tests.clients import clients_with
 
 ROUNDS = 3
@@ -116,7 +116,7 @@ def test_plain_fedavg_refuses_encrypted_arrays() -> None:
     from flwr.app import MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-    from privacy.he import EncodeSettings, encrypt_arrays
+    from flwr_privacy.he import EncodeSettings, encrypt_arrays
 
     keys = keygen("ckks")
     payload = encrypt_arrays({"w": np.ones(4)}, bundle=keys, weight=1.0, settings=EncodeSettings())
@@ -136,7 +136,7 @@ def test_plain_fedavg_refuses_encrypted_arrays() -> None:
     ],
 )
 def test_payloads_this_round_cannot_take_are_refused(change: dict, reason: str) -> None:
-    from privacy.he import EncodeSettings, PayloadError, encrypt_arrays, layout_of
+    from flwr_privacy.he import EncodeSettings, PayloadError, encrypt_arrays, layout_of
 
     keys = keygen("ckks")
     strategy = EncryptedFedAvg(bundle=keys.public_only())

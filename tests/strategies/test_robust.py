@@ -5,7 +5,7 @@ import pytest
 from flwr.serverapp.strategy import FedAvg
 
 from strategies import Robustness, make_strategy
-from strategies.robust import (
+from flwr_privacy.strategy.box_plot import (
     BoxPlot,
     BoxPlotFedAvg,
     box_filter,

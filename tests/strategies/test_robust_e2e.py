@@ -9,8 +9,8 @@ import tenseal as ts
 import app.server_app as server_app
 from app.metering import MeteredGrid
 from app.simulation import simulate
-from privacy.he import ckks, is_encrypted, paillier
-from privacy.he.protocol import SCORES_KEY
+from flwr_privacy.he import ckks, is_encrypted, paillier
+from flwr_privacy.he.protocol import SCORES_KEY
 
 ROUNDS = 3
 

@@ -9,8 +9,8 @@ import tenseal as ts
 from flwr.app import Array, Context, Message
 
 from app.simulation import simulate
-from privacy.he import Payload, keygen
-from strategies.server_keyed import ServerKeyedModel
+from flwr_privacy.he import Payload, keygen
+from flwr_privacy.strategy.server_keyed import ServerKeyedModel
 from tests.clients import clients_with
 
 ROUNDS = 3

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from app.simulation import simulate
-from strategies.validation import array_signature, reply_problem
+from flwr_privacy.strategy.validation import array_signature, reply_problem
 from tests.clients import clients_with
 
 GLOBAL = ArrayRecord(

@@ -19,7 +19,7 @@ import pytest
 from app.deploy.deployment import fab_secrets
 from app.deploy.procs import alive
 from app.simulation import simulate
-from privacy.he import ckks, load_bundle
+from flwr_privacy.he import ckks, load_bundle
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUNDS = 1  # encrypt, add, decrypt (evaluation); the fault tests train on later rounds
