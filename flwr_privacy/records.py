@@ -5,7 +5,33 @@ under its own name (``flwr-privacy.<layer>``); the matching client mod reads onl
 that record, so no user ever sets a config key by hand.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ConfigRecord, Message
+
 ARRAYS = "arrays"  # Flower's key for the model ArrayRecord
 METRICS = "metrics"  # Flower's key for the MetricRecord
 CONFIG = "config"  # Flower's key for the ConfigRecord
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key
+
+HE_RECORD = "flwr-privacy.he"  # written by EncryptedFedAvg / EncryptedFedProx, read by he_mod
+DP_RECORD = "flwr-privacy.dp"  # written by the client-DP layer, read by the DP mods / helpers
+TAMPER_RECORD = "flwr-privacy.tamper"  # attack harness (experiments only), read by tamper_mod
+
+
+def attach(messages: Iterable[Message], name: str, record: ConfigRecord) -> list[Message]:
+    """Add a layer's settings ``record`` under ``name`` to every message a strategy sends."""
+    out = []
+    for msg in messages:
+        msg.content[name] = ConfigRecord(dict(record))
+        out.append(msg)
+    return out
+
+
+def settings_record(msg: Message, name: str) -> ConfigRecord | None:
+    """The record ``name`` a server-side layer wrote on ``msg``, or None."""
+    if not msg.has_content():
+        return None
+    return msg.content.config_records.get(name)
