@@ -369,6 +369,7 @@ class AppConfig:
     seed: int
     output_dir: str
     round_timeout: float
+    max_empty_rounds: int
     he: HeConfig
     robust: RobustConfig
     hierarchy: HierarchyConfig
@@ -417,6 +418,7 @@ class AppConfig:
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
             round_timeout=number(cfg, "round-timeout", float, lambda v: v > 0, "a float > 0"),
+            max_empty_rounds=number(cfg, "max-empty-rounds", int, *positive_int),
             he=he,
             robust=robust,
             hierarchy=hierarchy,

@@ -11,7 +11,7 @@ from tasks import get_task
 def test_defaults_parse_and_reach_clients() -> None:
     cfg = AppConfig.from_run_config(default_run_config())
     assert cfg.task == "breast-cancer" and cfg.strategy == "fedavg"
-    assert cfg.num_server_rounds == 30
+    assert cfg.num_server_rounds == 30 and cfg.max_empty_rounds == 3
     client = ClientSettings.from_message_config(
         {**cfg.client_config(), "server-round": 2, "proximal-mu": 0.5}, partition_id=3
     )
@@ -40,6 +40,7 @@ def test_defaults_parse_and_reach_clients() -> None:
         ("fraction-train", 0.0, "allowed: 0 < x <= 1"),
         ("local-epochs", True, "'local-epochs' must be an integer"),
         ("round-timeout", 0.0, "'round-timeout' = 0.0 is invalid; allowed: a float > 0"),
+        ("max-empty-rounds", 0, "'max-empty-rounds' = 0 is invalid; allowed: an integer >= 1"),
     ],
 )
 def test_bad_value_names_key_and_allowed_values(key: str, value: object, expected: str) -> None:
