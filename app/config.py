@@ -370,6 +370,7 @@ class AppConfig:
     seed: int
     output_dir: str
     round_timeout: float
+    max_empty_rounds: int
     he: HeConfig
     robust: RobustConfig
     hierarchy: HierarchyConfig
@@ -418,6 +419,7 @@ class AppConfig:
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
             round_timeout=number(cfg, "round-timeout", float, lambda v: v > 0, "a float > 0"),
+            max_empty_rounds=number(cfg, "max-empty-rounds", int, *positive_int),
             he=he,
             robust=robust,
             hierarchy=hierarchy,
