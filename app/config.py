@@ -20,9 +20,6 @@ from strategies import STRATEGIES, Robustness
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
 
-TABULAR_TASKS = ("breast-cancer", "mcsn")
-
-
 HE_BACKENDS = ("none", "ckks", "paillier")
 HE_MODES = ("server-blind", "server-keyed")
 HE_PACKINGS = ("packed", "naive")
