@@ -33,9 +33,8 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from flwr_privacy.he import Payload, encrypted_scores, is_encrypted, score_bound
+from flwr_privacy.he import Payload, backend_for, encrypted_scores, is_encrypted, score_bound
 from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_ACTION, SCORES_KEY
-from flwr_privacy.strategy.encrypted import EncryptedAggregation
 from flwr_privacy.strategy.box_plot import (
     MIN_CLIENTS,
     BoxPlot,
@@ -44,6 +43,7 @@ from flwr_privacy.strategy.box_plot import (
     box_filter,
     log_report,
 )
+from flwr_privacy.strategy.encrypted import EncryptedAggregation
 
 ATTEMPTS = 4  # key holders asked in turn for two agreeing answers before a round is skipped
 
@@ -66,8 +66,11 @@ class EncryptedBoxPlot(EncryptedAggregation):
                 "or 'norm' scores is possible (medians and per-coordinate fences need "
                 "comparisons, which CKKS cannot do)"
             )
-        if self.bundle.backend != "ckks":
-            raise ValueError("encrypted box-plot filtering needs CKKS (Paillier only adds)")
+        if not backend_for(self.bundle.backend).multiplies:
+            raise ValueError(
+                "encrypted box-plot filtering needs CKKS (a backend that multiplies "
+                f"ciphertexts); {self.bundle.backend} only adds"
+            )
         self.box = box
         self.on_filter = on_filter
         self.query_timeout = query_timeout

@@ -28,7 +28,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from flwr_privacy.he import Payload, aggregate, is_encrypted
-from flwr_privacy.strategy.encrypted import KeyMismatchError
 from flwr_privacy.strategy.box_plot import (
     BoxPlot,
     FilterFn,
@@ -39,6 +38,7 @@ from flwr_privacy.strategy.box_plot import (
     log_report,
     unflatten,
 )
+from flwr_privacy.strategy.encrypted import AllKeysMismatched
 from flwr_privacy.strategy.validation import reply_weight
 
 TIERS = ("edge", "cloud", "both")
@@ -218,7 +218,7 @@ class HierarchicalAggregation:
         for edge in sorted(groups):
             try:
                 result, metrics = self._aggregate_edge(server_round, edge, groups[edge])
-            except KeyMismatchError as e:  # one edge on other keys must not end the run
+            except AllKeysMismatched as e:  # one edge on other keys must not end the run
                 log(WARNING, "aggregate_train: edge %d: %s", edge, e)
                 mismatched.append(e)
                 continue
