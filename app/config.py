@@ -314,7 +314,6 @@ class AppConfig:
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
-            **self.dp.client_config(self.num_server_rounds, shares=self.min_clients),
         }
 
 
