@@ -15,8 +15,6 @@ from app.attack import attack_mod, poison
 from app.config import ClientSettings
 from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
 from app.dp_config import UNIT_WEIGHT_MODES
-from app.encrypted_training import NotAffineError, train_encrypted
-from flwr_privacy.mods.he import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
     CONFIG,
@@ -30,8 +28,8 @@ from app.records import (
     STANDARDIZE_STD,
     UNIT_WEIGHT,
 )
-from flwr_privacy.he import PayloadError
 from flwr_privacy.he.protocol import SCORES_ACTION
+from flwr_privacy.mods.he import decrypt_scores, he_mod
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
@@ -109,6 +107,10 @@ def _train_encrypted(
     msg: Message, task: Task, settings: ClientSettings, data: ClientData
 ) -> Message:
     """Update the encrypted global model [[w]] without reading it; reply [[w']]."""
+    # Server-keyed runs only: keeps TenSEAL/phe out of every other ClientApp process.
+    from app.encrypted_training import NotAffineError, train_encrypted
+    from flwr_privacy.he import PayloadError
+
     model = _model(task, msg, load=False)  # the weights are ciphertexts
     try:
         arrays, metrics = train_encrypted(

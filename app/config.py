@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.attack import ATTACKS, Attack
 from app.config_values import ConfigError, check, choice, get, number
-from app.dp_config import DpConfig
 from data.partition import PARTITIONERS, PartitionSpec
-from strategies import STRATEGIES, Robustness
-from strategies.factory import BUILTIN_ROBUST
-from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
+
+# Server-side only: the ClientApp imports ClientSettings from this module, and a
+# deployment starts a fresh ClientApp process per message, so the strategies and
+# the DP layer are imported in the functions that parse the whole run config.
+if TYPE_CHECKING:
+    from app.dp_config import DpConfig
+    from flwr_privacy.strategy.box_plot import BoxPlot
+    from strategies import Robustness
 
 TABULAR_TASKS = ("breast-cancer", "mcsn")
 
@@ -213,6 +217,8 @@ class RobustConfig:
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> RobustConfig:
+        from flwr_privacy.strategy.box_plot import QUARTILES, SCORES
+
         text = get(cfg, "robust.scores", str)
         scores = () if text == "auto" else tuple(s.strip() for s in text.split(","))
         check("robust.scores", text, all(s in SCORES for s in scores),
@@ -232,6 +238,9 @@ class RobustConfig:
 
     def robustness(self, *, encrypted: bool) -> Robustness:
         """Strategy settings; ``auto`` scores are the median distance, the mean one under HE."""
+        from flwr_privacy.strategy.box_plot import BoxPlot
+        from strategies import Robustness
+
         box = None
         if self.filter != "none":
             auto = ("mean-distance",) if encrypted else ("median-distance",)
@@ -288,6 +297,8 @@ def _check_layers(
     strategy: str, he: HeConfig, robust: RobustConfig, hierarchy: HierarchyConfig
 ) -> None:
     """Refuse combinations of strategy, encryption, filtering and tiers that cannot work."""
+    from strategies.factory import BUILTIN_ROBUST
+
     if hierarchy.enabled and strategy in BUILTIN_ROBUST:
         raise ConfigError(
             f"run-config key 'hierarchy.edges' = {hierarchy.edges} composes with fedavg or "
@@ -378,6 +389,9 @@ class AppConfig:
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
+        from app.dp_config import DpConfig
+        from strategies import STRATEGIES
+
         positive_int = (lambda v: v >= 1, "an integer >= 1")
         strategy, he = choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
