@@ -162,7 +162,11 @@ def holdout_split(
 def _approximate_mode(
     class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
 ) -> np.ndarray:
-    """scikit-learn's ``_approximate_mode``: per-class draws, ties broken with ``rng``."""
+    """scikit-learn's ``_approximate_mode``: per-class draws, ties broken with ``rng``.
+
+    Same steps and the same calls on ``rng`` as scikit-learn 1.x (BSD-3-Clause), so
+    the split equals ``train_test_split``'s (``test_holdout_split_equals_scikit_learn``).
+    """
     continuous = class_counts / class_counts.sum() * n_draws
     floored = np.floor(continuous)
     need_to_add = int(n_draws - floored.sum())
