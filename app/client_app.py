@@ -14,7 +14,6 @@ from torch import nn
 from app.attack import poison
 from app.config import ClientSettings
 from app.dp_client import train_private
-from app.encrypted_training import NotAffineError, train_encrypted
 from app.records import (
     ARRAYS,
     CONFIG,
@@ -29,7 +28,6 @@ from app.records import (
     UNIT_WEIGHT,
 )
 from flwr_privacy.dp import BudgetExhausted, declined, dp_settings
-from flwr_privacy.he import PayloadError
 from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores, make_he_mod
 from flwr_privacy.mods.local_dp import local_dp_mod
@@ -115,6 +113,10 @@ def _train_encrypted(
     msg: Message, task: Task, settings: ClientSettings, data: ClientData
 ) -> Message:
     """Update the encrypted global model [[w]] without reading it; reply [[w']]."""
+    # Server-keyed runs only: keeps TenSEAL/phe out of every other ClientApp process.
+    from app.encrypted_training import NotAffineError, train_encrypted
+    from flwr_privacy.he import PayloadError
+
     model = _model(task, msg, load=False)  # the weights are ciphertexts
     try:
         arrays, metrics = train_encrypted(
