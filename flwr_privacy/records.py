@@ -21,6 +21,30 @@ DP_RECORD = "flwr-privacy.dp"  # written by the client-DP layer, read by the DP 
 TAMPER_RECORD = "flwr-privacy.tamper"  # attack harness (experiments only), read by tamper_mod
 
 
+def as_int(value: object) -> int:
+    """``int(value)`` for a record value, typed: record values are a union of scalars and lists.
+
+    Raises TypeError (as ``int()`` does) for a value that is no number or numeric string.
+    """
+    if isinstance(value, int | float | str | bytes):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def as_float(value: object) -> float:
+    """``float(value)`` for a record value, typed (TypeError, as ``float()``, for no number)."""
+    if isinstance(value, int | float | str | bytes):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def as_floats(value: object) -> list[float]:
+    """A record's list of numbers as floats, typed (TypeError for anything but a list)."""
+    if isinstance(value, list):
+        return [as_float(v) for v in value]
+    raise TypeError(f"expected a list of numbers, got {type(value).__name__}")
+
+
 def attach(messages: Iterable[Message], name: str, record: ConfigRecord) -> list[Message]:
     """Add a layer's settings ``record`` under ``name`` to every message a strategy sends."""
     out = []
