@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m flwr_privacy.keys
         return 0
     if args.command == "decrypt":
         arrays = decrypt_model(args.model, args.bundle)
-        np.savez(args.out, **arrays)
+        np.savez(args.out, **arrays)  # type: ignore[arg-type]  # stub types **kwds as allow_pickle
         sys.stdout.write(f"decrypted {len(arrays)} arrays to {args.out}\n")
         return 0
     bundle = load_bundle(args.path)

@@ -23,7 +23,7 @@ from flwr.app import ConfigRecord, Context, Error, Message
 
 from flwr_privacy.dp.ledger import PrivacyLedger
 from flwr_privacy.dp.settings import DpSettings
-from flwr_privacy.records import DP_RECORD, settings_record
+from flwr_privacy.records import DP_RECORD, as_int, settings_record
 
 # Error code of a client's reply declining to train: its next round would exceed its budget.
 # (Flower's own codes are 0-8.)
@@ -54,7 +54,7 @@ def _state(context: Context, dp: DpSettings) -> ConfigRecord:
             delta=dp.delta, accountant=dp.accountant, input_epsilon=dp.input_epsilon
         )
         _store(context, ledger, secrets.randbits(62))
-    return context.state[STATE_KEY]  # type: ignore[return-value]
+    return context.state.config_records[STATE_KEY]
 
 
 def _store(context: Context, ledger: PrivacyLedger, seed: int) -> None:
@@ -70,7 +70,7 @@ def ledger_of(context: Context, dp: DpSettings) -> PrivacyLedger:
 
 def noise_seed(context: Context, dp: DpSettings, salt: int) -> int:
     """Secret per client (public and repeatable if ``dp.noise_seed`` is set), distinct per salt."""
-    secret = int(_state(context, dp)[SEED_KEY])  # type: ignore[arg-type]
+    secret = as_int(_state(context, dp)[SEED_KEY])
     base = secret if dp.noise_seed is None else dp.noise_seed
     node = int(context.node_config.get("partition-id", context.node_id))
     return int(np.random.default_rng([base, node, salt]).integers(2**62))
@@ -81,7 +81,7 @@ def commit(
 ) -> dict[str, float]:
     """Record a round's release; return the metrics a DP client reports."""
     eps = ledger.record(**release)
-    _store(context, ledger, int(_state(context, dp)[SEED_KEY]))  # type: ignore[arg-type]
+    _store(context, ledger, as_int(_state(context, dp)[SEED_KEY]))
     out: dict[str, float] = {EPSILON_KEY: eps, DELTA_KEY: dp.delta}
     for z, q, steps in release.get("gaussian", []):  # what it released, for auditing
         out |= {"dp-noise-multiplier": z, "dp-sample-rate": q, "dp-steps": steps}

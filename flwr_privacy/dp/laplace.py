@@ -50,6 +50,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from flwr_privacy.dp.sgd import LossFn
+from flwr_privacy.sizes import dataset_size
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def _epoch_batches(
     public size, so each example is in at most one batch: the premise of parallel composition.
     """
     gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0] >> 1))
-    order = torch.randperm(len(data), generator=gen).tolist()  # type: ignore[arg-type]
+    order = torch.randperm(dataset_size(data), generator=gen).tolist()
     sampler = BatchSampler(order, batch_size=batch_size, drop_last=True)
     yield from DataLoader(data, batch_sampler=sampler)
 
@@ -274,7 +275,7 @@ def train_laplace_sgd(
     _validate(
         epochs=epochs,
         batch_size=batch_size,
-        size=len(data),  # type: ignore[arg-type]
+        size=dataset_size(data),
         epoch_epsilons=epoch_epsilons,
         l1_clip=l1_clip,
         loss_bound=loss_bound,

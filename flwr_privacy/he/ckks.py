@@ -205,7 +205,7 @@ def deviation_scores(
         ref = [load_vector(ctx, c, j) * (scale / center_weight) for j, c in enumerate(center)]
     scores = []
     for vs, w in zip(vectors, weights, strict=True):
-        total = None
+        total: Any = None  # a tenseal CKKSVector (untyped) from the first part on
         for v, r in zip(vs, ref, strict=True):
             diff = v * (scale / w) - r
             part = diff.square().sum()

@@ -9,6 +9,7 @@ any update.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 
@@ -152,7 +153,8 @@ def encrypted_scores(
                 center=list(reference.chunks), center_weight=reference.header.weight,
             )  # fmt: skip
         elif kind == "norm":  # plaintext round-1 model, flattened in the payloads' order
-            _, flat = flatten({k: reference[k] for k in payloads[0].header.layout.names})
+            plain = cast(dict[str, np.ndarray], reference)  # not a Payload: the branch above
+            _, flat = flatten({k: plain[k] for k in payloads[0].header.layout.names})
             out[kind] = backend.scores(chunks, weights, bundle, size, center=flat)
         else:
             raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")

@@ -129,7 +129,7 @@ def apply_affine(payload: Payload, matrix: np.ndarray, offset: np.ndarray) -> Pa
         for j, chunk in enumerate(payload.chunks):
             term = ckks.load_vector(ctx, chunk, j) * matrix[:, j].tolist()
             acc = term if acc is None else acc + term
-        chunks = [(acc + offset.tolist()).serialize()]  # type: ignore[operator]
+        chunks = [(acc + offset.tolist()).serialize()]
         scale = 0
     else:
         pub = phe.PaillierPublicKey(int(base64.b64decode(public).decode()))

@@ -119,9 +119,9 @@ def unpack(plaintexts: list[int], packing: Packing, size: int) -> np.ndarray:
     nbytes = -(-(k * s) // 8)
     raw = b"".join(int(m).to_bytes(nbytes, "little") for m in plaintexts)
     bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
-    bits = bits.reshape(len(plaintexts), nbytes * 8)[:, : k * s].reshape(-1, s)
+    slot_bits = bits.reshape(len(plaintexts), nbytes * 8)[:, : k * s].reshape(-1, s)
     weights = np.uint64(1) << np.arange(s, dtype=np.uint64)
-    return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)[:size]
+    return (slot_bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)[:size]
 
 
 def encrypt_block(n: int, p: int, q: int, plaintexts: list[int], crt: bool) -> list[int]:

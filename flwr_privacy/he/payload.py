@@ -206,7 +206,7 @@ def save_payload(payload: Payload, path: Path) -> Path:
     return path
 
 
-def load_payload(path: Path) -> Payload:
+def load_payload(path: str | Path) -> Payload:
     try:
         raw = json.loads(Path(path).read_text())
         chunks = tuple(base64.b64decode(c, validate=True) for c in raw["chunks"])

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from flwr.app import (
@@ -41,7 +42,15 @@ from flwr_privacy.he import (
     load_bundle,
 )
 from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_ACTION, SCORES_KEY
-from flwr_privacy.records import ARRAYS, CONFIG, HE_RECORD, METRICS, settings_record
+from flwr_privacy.records import (
+    ARRAYS,
+    CONFIG,
+    HE_RECORD,
+    METRICS,
+    as_float,
+    as_int,
+    settings_record,
+)
 from flwr_privacy.settings import SERVER_FIX, HeRound, SettingsError
 
 NODE_BUNDLE_KEY = "he-client-bundle"
@@ -133,9 +142,9 @@ def _encrypt_reply(reply: Message, bundle: KeyBundle, he: HeRound, context: Cont
     if metrics is None or he.weight_key not in metrics or ARRAYS not in reply.content:
         return _failed(reply, f"the train reply needs '{ARRAYS}' and a '{METRICS}' record "
                        f"with '{he.weight_key}' (the aggregation weight)")  # fmt: skip
-    weight = min(float(metrics[he.weight_key]) / he.weight_scale, 1.0)  # type: ignore[arg-type]
+    weight = min(as_float(metrics[he.weight_key]) / he.weight_scale, 1.0)
     start = time.perf_counter()
-    plain = {k: a.numpy() for k, a in reply.content[ARRAYS].items()}
+    plain = {k: a.numpy() for k, a in reply.content.array_records[ARRAYS].items()}
     # Stochastic rounding only needs reproducible randomness, not secret randomness.
     node = int(context.node_config.get("partition-id", context.node_id))
     rng = np.random.default_rng([he.seed, he.server_round, node])
@@ -152,7 +161,7 @@ def _score_state(context: Context) -> ConfigRecord:
     """Rounds this node trained in and answered a score query in (kept across rounds)."""
     if SCORES_ACTION not in context.state:
         context.state[SCORES_ACTION] = ConfigRecord({"trained-round": 0, "answered-round": 0})
-    return context.state[SCORES_ACTION]
+    return context.state.config_records[SCORES_ACTION]
 
 
 def decrypt_scores(msg: Message, context: Context) -> Message:
@@ -163,7 +172,7 @@ def decrypt_scores(msg: Message, context: Context) -> Message:
     significant digits (coarser than the CKKS error, which key-recovery attacks
     on CKKS decryptions exploit). Anything else gets an error reply.
     """
-    cfg = msg.content[CONFIG]
+    cfg = msg.content.config_records[CONFIG]
     state = _score_state(context)
     record = settings_record(msg, HE_RECORD)
     try:
@@ -171,15 +180,18 @@ def decrypt_scores(msg: Message, context: Context) -> Message:
             raise SettingsError(f"the query has no '{HE_RECORD}' record; {SERVER_FIX}")
         he = HeRound.from_record(record)
         bundle = node_bundle(he, context)
-        if cfg.get(FINGERPRINT_KEY) != bundle.fingerprint:
+        fingerprint = cfg.get(FINGERPRINT_KEY)
+        if fingerprint != bundle.fingerprint:
             raise BundleError(
-                f"scores are under key {cfg.get(FINGERPRINT_KEY)}, "
-                f"this node holds {bundle.fingerprint}"
+                f"scores are under key {fingerprint!s}, this node holds {bundle.fingerprint}"
             )
-        server_round, chunks = int(cfg["server-round"]), list(cfg[SCORES_KEY])
-        if server_round != int(state["trained-round"]):
+        server_round, sent = as_int(cfg["server-round"]), cfg[SCORES_KEY]
+        if not isinstance(sent, list) or not all(isinstance(c, bytes) for c in sent):
+            raise PayloadError(f"'{SCORES_KEY}' must be a list of serialized ciphertexts")
+        chunks = cast(list[bytes], sent)  # checked just above
+        if server_round != as_int(state["trained-round"]):
             raise PayloadError(f"this node did not train in round {server_round}")
-        if server_round <= int(state["answered-round"]):
+        if server_round <= as_int(state["answered-round"]):
             raise PayloadError(f"scores of round {server_round} were already decrypted")
         if len(chunks) > 2 * he.max_count:
             raise PayloadError(f"{len(chunks)} scores exceed 2 per client of the round")

@@ -36,7 +36,7 @@ from flwr_privacy.dp.client import (
 )
 from flwr_privacy.dp.mechanisms import flower_epsilon, laplace_update
 from flwr_privacy.dp.settings import DpSettings
-from flwr_privacy.records import ARRAYS, CONFIG, DP_RECORD, METRICS
+from flwr_privacy.records import ARRAYS, CONFIG, DP_RECORD, METRICS, as_int
 
 MOD_NAME = "local_dp_mod"
 _FIX = (
@@ -139,7 +139,7 @@ def _noised(
 def _round_salt(msg: Message, default: int) -> int:
     """Flower's ``server-round`` from the message config when there, else ``default``."""
     cfg = msg.content.config_records.get(CONFIG)
-    return int(cfg.get("server-round", default)) if cfg is not None else default  # type: ignore[arg-type]
+    return as_int(cfg.get("server-round", default)) if cfg is not None else default
 
 
 def _laplace_noised(

@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from flwr_privacy.records import ARRAYS, TAMPER_RECORD, settings_record
+from flwr_privacy.records import ARRAYS, TAMPER_RECORD, as_int, settings_record
 
 UPDATE_ATTACKS = ("sign-flip", "scale", "gaussian", "same-value")
 DATA_ATTACKS = ("label-flip",)  # the app poisons the training data itself
@@ -77,15 +77,15 @@ def tamper_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
     attack = Tamper.from_record(record)
     if attack.kind not in UPDATE_ATTACKS:
         return call_next(msg, context)
-    sent = {k: a.numpy().copy() for k, a in msg.content[ARRAYS].items()}
+    sent = {k: a.numpy().copy() for k, a in msg.content.array_records[ARRAYS].items()}
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
     node = int(context.node_config.get("partition-id", context.node_id))
-    rng = np.random.default_rng([attack.seed, int(record["server-round"]), node])
+    rng = np.random.default_rng([attack.seed, as_int(record["server-round"]), node])
     arrays = {
         k: Array(attack.tamper(a.numpy(), sent[k], rng).astype(a.numpy().dtype))
-        for k, a in reply.content[ARRAYS].items()
+        for k, a in reply.content.array_records[ARRAYS].items()
     }
     reply.content[ARRAYS] = ArrayRecord(arrays)
     return reply

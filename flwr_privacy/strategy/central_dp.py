@@ -17,6 +17,7 @@ message tells clients to report that unit weight.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -36,9 +37,9 @@ class LedgeredCentralDp(DifferentialPrivacyServerSideFixedClipping):
     sampled clients); ``dp`` (mode ``"central"``) is the budget and what clients receive.
     """
 
-    def __init__(self, *args: object, dp: DpSettings, on_release: ReleaseFn | None = None,
-                 **kwargs: object) -> None:  # fmt: skip
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, dp: DpSettings, on_release: ReleaseFn | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
         if dp.mode != "central":
             raise ValueError(f"LedgeredCentralDp needs DpSettings(mode='central'), not {dp.mode!r}")
         self.dp = dp

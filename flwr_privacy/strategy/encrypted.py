@@ -134,17 +134,17 @@ class EncryptedAggregation(ReplyValidation):
             self.bundle.fingerprint,
         )
         log(INFO, "\t│\t└── no centralized evaluation: the server cannot decrypt")
-        super().summary()  # type: ignore[misc]
+        super().summary()
 
     def start(self, *args: Any, **kwargs: Any) -> Any:
         """Flower's ``start``; a centralized ``evaluate_fn`` would be handed ciphertext: refused."""
         check_evaluate_fn(self, kwargs.get("evaluate_fn", args[6] if len(args) > 6 else None))
-        return super().start(*args, **kwargs)  # type: ignore[misc]
+        return super().start(*args, **kwargs)
 
     def he_round(self, server_round: int, grid: Grid) -> HeRound:
         """This round's record: how many clients a sum holds, the weight scale."""
         nodes = len(list(grid.get_node_ids()))
-        max_count = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)  # type: ignore[attr-defined]
+        max_count = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)
         scale = max(self.num_examples.values(), default=1)
         return replace(self._round, max_count=max_count, weight_scale=float(scale),
                        server_round=server_round)  # fmt: skip
@@ -171,7 +171,7 @@ class EncryptedAggregation(ReplyValidation):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         record = replace(self._round, server_round=server_round).to_record()
-        messages = super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        messages = super().configure_evaluate(server_round, arrays, config, grid)
         return attach(messages, HE_RECORD, record)
 
     def _check(self, payload: Payload) -> None:
@@ -257,7 +257,7 @@ class EncryptedAggregation(ReplyValidation):
             return None, None
         seconds = time.perf_counter() - start
         log(INFO, "aggregate_train: added %d encrypted updates in %.3fs", len(payloads), seconds)
-        metrics = self.train_metrics_aggr_fn([r.content for r in kept], self.weighted_by_key)  # type: ignore[attr-defined]
+        metrics = self.train_metrics_aggr_fn([r.content for r in kept], self.weighted_by_key)
         metrics["he-aggregate-s"] = seconds
         return summed.to_arrays(), metrics
 

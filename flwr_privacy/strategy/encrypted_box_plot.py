@@ -55,11 +55,11 @@ class EncryptedBoxPlot(EncryptedAggregation):
 
     def __init__(
         self,
-        *args: object,
+        *args: Any,
         box: BoxPlot,
         on_filter: FilterFn | None = None,
         query_timeout: float = 120.0,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if box.variant != "client" or "median-distance" in box.scores:
@@ -177,7 +177,7 @@ class EncryptedBoxPlot(EncryptedAggregation):
         try:
             replies = list(self._grid.send_and_receive([message], timeout=self.query_timeout))
             if replies and replies[0].has_error():
-                problem = replies[0].error.reason
+                problem = str(replies[0].error.reason)
             elif replies:
                 got = np.asarray(replies[0].content.metric_records["metrics"][SCORES_KEY], float)
                 if got.shape == (expected,) and np.all(np.isfinite(got)):

@@ -29,6 +29,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from flwr_privacy.he import Payload, aggregate, is_encrypted
+from flwr_privacy.records import as_float
 from flwr_privacy.strategy.box_plot import (
     BoxPlot,
     FilterFn,
@@ -231,7 +232,8 @@ class Hierarchical(StrategyWrapper):
                 continue
             if result is not None:
                 results.append(result)
-                he_seconds += float((metrics or {}).get("he-aggregate-s", 0.0))
+                if metrics is not None:
+                    he_seconds += as_float(metrics.get("he-aggregate-s", 0.0))
         if not results:
             if mismatched and len(mismatched) == len(groups):
                 raise mismatched[0]

@@ -23,7 +23,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import Strategy
 
 from flwr_privacy.he import KeyBundle, Payload, PayloadError
 from flwr_privacy.he.model import check_params, decrypt_model, encrypt_model
@@ -36,8 +36,9 @@ class ServerKeyedModel(StrategyWrapper):
 
     Parameters
     ----------
-    strategy : FedAvg
-        Does sampling, config and (plaintext) averaging.
+    strategy : Strategy
+        A FedAvg-family strategy, possibly inside other layers. Does sampling,
+        config and (plaintext) averaging.
     bundle : KeyBundle
         The server's own key pair (with the secret key; clients never get it).
     on_reject : callable, optional
@@ -45,7 +46,7 @@ class ServerKeyedModel(StrategyWrapper):
     """
 
     def __init__(
-        self, strategy: FedAvg, *, bundle: KeyBundle, on_reject: RejectFn | None = None
+        self, strategy: Strategy, *, bundle: KeyBundle, on_reject: RejectFn | None = None
     ) -> None:
         if not bundle.is_private:
             raise ValueError("server-keyed HE: the server must hold its own secret key")
@@ -65,20 +66,22 @@ class ServerKeyedModel(StrategyWrapper):
             time.perf_counter() - start)  # fmt: skip
         record = encrypted.to_arrays()
         for message in messages:
-            message.content[self.strategy.arrayrecord_key] = record
+            message.content[self.strategy.arrayrecord_key] = record  # type: ignore[attr-defined]  # FedAvg's
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        key, kept = self.strategy.arrayrecord_key, []
+        key, kept = self.strategy.arrayrecord_key, []  # type: ignore[attr-defined]  # FedAvg's
         start = time.perf_counter()
         for reply in replies:
             if reply.has_error():
                 kept.append(reply)  # the inner strategy logs it
                 continue
             try:
-                plain = decrypt_model(Payload.from_arrays(reply.content[key]), self.bundle)
+                plain = decrypt_model(
+                    Payload.from_arrays(reply.content.array_records[key]), self.bundle
+                )
             except (PayloadError, KeyError) as e:
                 node, reason = reply.metadata.src_node_id, f"invalid encrypted model: {e}"
                 log(WARNING, "aggregate_train: rejected reply from node %d: %s", node, reason)

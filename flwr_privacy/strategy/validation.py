@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from logging import WARNING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -17,7 +17,13 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from flwr_privacy.records import as_float
 from flwr_privacy.strategy.wrapper import StrategyWrapper
+
+if TYPE_CHECKING:  # the mixins below always come before FedAvg (or a subclass) in the bases
+    from flwr.serverapp.strategy import FedAvg as _FedAvgMixinBase
+else:
+    _FedAvgMixinBase = object
 
 Signature = dict[str, tuple[tuple[int, ...], str]]
 RejectFn = Callable[[int, str], None]
@@ -30,7 +36,7 @@ def array_signature(arrays: ArrayRecord) -> Signature:
 
 def reply_weight(content: RecordDict, weight_key: str) -> float:
     """The aggregation weight of a validated reply (its only MetricRecord's ``weight_key``)."""
-    return float(next(iter(content.metric_records.values()))[weight_key])
+    return as_float(next(iter(content.metric_records.values()))[weight_key])
 
 
 def reply_problem(
@@ -96,14 +102,11 @@ def accepted(
     return kept
 
 
-class ReplyValidation:
+class ReplyValidation(_FedAvgMixinBase):
     """Mixin for our own FedAvg subclasses (encrypted aggregation): checks evaluate replies.
 
     Put it before the Flower strategy in the bases: ``class X(ReplyValidation, FedAvg)``.
     """
-
-    weighted_by_key: str
-    arrayrecord_key: str
 
     def __init__(self, *args: Any, on_reject: RejectFn | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,7 +117,7 @@ class ReplyValidation:
     ) -> MetricRecord | None:
         kept = accepted(replies, phase="aggregate_evaluate", weight_key=self.weighted_by_key,
                         arrays_key=None, expected=None, on_reject=self.on_reject)  # fmt: skip
-        return super().aggregate_evaluate(server_round, kept)  # type: ignore[misc]
+        return super().aggregate_evaluate(server_round, kept)
 
 
 class Validated(StrategyWrapper):
@@ -141,11 +144,13 @@ class Validated(StrategyWrapper):
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def accepted(self, replies: Iterable[Message], *, train: bool) -> list[Message]:
+        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]  # FedAvg's
+        arrays_key = self.inner.arrayrecord_key  # type: ignore[attr-defined]  # FedAvg's
         return accepted(
             replies,
             phase="aggregate_train" if train else "aggregate_evaluate",
-            weight_key=self.inner.weighted_by_key,  # type: ignore[attr-defined]
-            arrays_key=self.inner.arrayrecord_key if train else None,  # type: ignore[attr-defined]
+            weight_key=weight_key,
+            arrays_key=arrays_key if train else None,
             expected=self._expected if train else None,
             on_reject=self.on_reject,
         )
