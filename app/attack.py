@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from flwr_privacy.mods.tamper import UPDATE_ATTACKS, Tamper
 from flwr_privacy.records import TAMPER_RECORD, settings_record
+from flwr_privacy.sizes import dataset_size
 from tasks.base import ClientData
 
 ATTACKS = ("none", "sign-flip", "scale", "gaussian", "label-flip", "same-value")
@@ -68,7 +69,7 @@ class FlippedLabels(Dataset):
         self.data, self.num_classes = data, num_classes
 
     def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
+        return dataset_size(self.data)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.data[i]

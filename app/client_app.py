@@ -6,10 +6,13 @@ the run config once); the partition comes from the node config.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from app.attack import poison
 from app.config import ClientSettings
@@ -32,6 +35,8 @@ from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores, make_he_mod
 from flwr_privacy.mods.local_dp import local_dp_mod
 from flwr_privacy.mods.tamper import tamper_mod
+from flwr_privacy.records import as_floats
+from flwr_privacy.sizes import dataset_size
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
@@ -70,16 +75,17 @@ def _model(task: Task, msg: Message, *, load: bool = True) -> nn.Module:
     """The task's model with the run's standardization; the global weights if ``load``."""
     model = task.build_model()
     if load:
-        model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+        model.load_state_dict(msg.content.array_records[ARRAYS].to_torch_state_dict())
     if isinstance(task, TabularTask):
-        cfg = msg.content[CONFIG]
-        task.set_standardization(model, cfg[STANDARDIZE_MEAN], cfg[STANDARDIZE_STD])
+        cfg = msg.content.config_records[CONFIG]
+        mean, std = as_floats(cfg[STANDARDIZE_MEAN]), as_floats(cfg[STANDARDIZE_STD])
+        task.set_standardization(model, mean, std)
     return model
 
 
 def _reply(
     msg: Message,
-    metrics: dict[str, float],
+    metrics: Mapping[str, float],
     num_examples: int,
     arrays: dict[str, ArrayRecord] | None = None,
 ) -> Message:
@@ -106,7 +112,7 @@ def train(msg: Message, context: Context) -> Message:
         metrics[PARTITION_ID] = _partition(context)[0]
     else:
         metrics = task.train(model, data.train, settings.train)
-    return _reply(msg, metrics, len(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
+    return _reply(msg, metrics, dataset_size(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
 
 
 def _train_encrypted(
@@ -120,13 +126,14 @@ def _train_encrypted(
     model = _model(task, msg, load=False)  # the weights are ciphertexts
     try:
         arrays, metrics = train_encrypted(
-            model, lambda m: task.train(m, data.train, settings.train), msg.content[ARRAYS],
+            model, lambda m: task.train(m, data.train, settings.train),
+            msg.content.array_records[ARRAYS],
             seed=settings.train.seed,
         )  # fmt: skip
     except (PayloadError, NotAffineError) as e:
         return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                              reason=f"server-keyed training: {e}"), reply_to=msg)  # fmt: skip
-    return _reply(msg, metrics, len(data.train), {ARRAYS: arrays})
+    return _reply(msg, metrics, dataset_size(data.train), {ARRAYS: arrays})
 
 
 @app.evaluate()
@@ -134,7 +141,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the local validation split."""
     task, _, data = _setup(msg, context)
     metrics = task.evaluate(_model(task, msg), data.val)
-    return _reply(msg, {k: metrics[k] for k in task.metric_names}, len(data.val))
+    return _reply(msg, {k: metrics[k] for k in task.metric_names}, dataset_size(data.val))
 
 
 @app.query(SETUP_ACTION)
@@ -145,7 +152,9 @@ def describe(msg: Message, context: Context) -> Message:
     if EDGE_ID in context.node_config:
         info[EDGE_ID] = int(context.node_config[EDGE_ID])
     if not isinstance(task, TabularTask):
-        return _reply(msg, info, len(data.train))
+        return _reply(msg, info, dataset_size(data.train))
+    if not isinstance(data.train, TensorDataset):
+        raise TypeError(f"{task.name} loads {type(data.train).__name__}, not a TensorDataset")
     m = task.feature_moments(data.train)
     arrays = ArrayRecord({"total": Array(m.total), "total-sq": Array(m.total_sq)})
     return _reply(msg, info, m.count, {MOMENTS: arrays})

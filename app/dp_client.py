@@ -30,6 +30,8 @@ from flwr_privacy.dp.input import FeatureBounds, perturb_records
 from flwr_privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
 from flwr_privacy.dp.ledger import gaussian_epsilon
 from flwr_privacy.dp.sgd import DpSgd, sampling, train_dp_sgd
+from flwr_privacy.records import as_int
+from flwr_privacy.sizes import dataset_size
 from tasks import ClientData, Task, TrainSettings
 
 MOMENTUM_KEY, MOMENTUM_ROUND_KEY = "dp-previous-model", "dp-previous-round"
@@ -57,7 +59,11 @@ def laplace_release(dp: DpSettings, ledger: PrivacyLedger, epochs: int) -> Relea
 
 def perturbed(data: ClientData, cfg: ConfigRecord, dp: DpSettings, seed: int) -> ClientData:
     """Training records with input perturbation (same noise every round: spent once)."""
-    x, y = data.train.tensors  # type: ignore[attr-defined]
+    if not isinstance(data.train, TensorDataset):
+        raise TypeError(
+            f"input perturbation needs a TensorDataset, not {type(data.train).__name__}"
+        )
+    x, y = data.train.tensors
     bounds = FeatureBounds.around(
         np.asarray(cfg[STANDARDIZE_MEAN]), np.asarray(cfg[STANDARDIZE_STD]), width=dp.input_width
     )
@@ -73,16 +79,16 @@ def train_private(
 
     Only DP quantities are reported: a loss computed on raw records is not private.
     """
-    cfg = msg.content[CONFIG]
+    cfg = msg.content.config_records[CONFIG]
     ledger = ledger_of(context, dp)
     if dp.input_epsilon > 0:
         data = perturbed(data, cfg, dp, noise_seed(context, dp, salt=0))
     train: Dataset = data.train
-    seed = noise_seed(context, dp, salt=int(cfg["server-round"]))
+    seed = noise_seed(context, dp, salt=as_int(cfg["server-round"]))
     release: Release = {}
     if dp.mode in ("dp-sgd", "distributed"):
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # w_t
-        release = sgd_release(dp, len(train), settings)  # type: ignore[arg-type]
+        release = sgd_release(dp, dataset_size(train), settings)
         check_budget(ledger, release, dp)
         z = release["gaussian"][0][0]
         sgd = DpSgd(noise_multiplier=z / math.sqrt(dp.shares), max_grad_norm=dp.max_grad_norm,
@@ -94,7 +100,7 @@ def train_private(
         metrics: dict[str, float] = {}
         if dp.mode == "distributed" and dp.momentum > 0:
             metrics["dp-momentum-applied"] = float(
-                heavy_ball(model, start, context, int(cfg["server-round"]), dp.momentum)
+                heavy_ball(model, start, context, as_int(cfg["server-round"]), dp.momentum)
             )
         if dp.shares > 1:  # what this client's own share guarantees if its update is ever decrypted
             history = [*ledger.gaussian, *release["gaussian"]]
@@ -132,11 +138,11 @@ def heavy_ball(
     only the global models the client received (post-processing: no privacy
     cost). Applied only when this client also saw round t-1's model.
     """
-    previous = context.state.get(MOMENTUM_KEY)
-    applied = previous is not None and int(context.state[MOMENTUM_ROUND_KEY]["round"]) == (
-        server_round - 1
-    )
-    if applied:
+    previous = context.state.array_records.get(MOMENTUM_KEY)
+    applied = previous is not None and as_int(
+        context.state.config_records[MOMENTUM_ROUND_KEY]["round"]
+    ) == (server_round - 1)
+    if previous is not None and applied:
         state = model.state_dict()
         for k, v in previous.to_torch_state_dict().items():
             state[k] += beta * (start[k] - v)

@@ -59,7 +59,9 @@ def local_affine_map(
         matrix[:, j] = _run(model, train, np.eye(d)[j], layout) - c
     probe = np.random.default_rng(seed).normal(size=d)
     got = _run(model, train, probe, layout)
-    error = float(np.linalg.norm(got - (matrix @ probe + c)) / max(np.linalg.norm(got), 1e-12))
+    error = float(
+        np.linalg.norm(got - (matrix @ probe + c)) / max(float(np.linalg.norm(got)), 1e-12)
+    )
     if error > AFFINE_TOLERANCE:
         raise NotAffineError(
             f"local training is not affine in the model weights (relative error {error:.2g}); "

@@ -25,6 +25,7 @@ from app.metering import MeteredGrid
 from app.records import PARTITION_ID
 from flwr_privacy.dp import DELTA_KEY, EPSILON_KEY
 from flwr_privacy.he import Payload, is_encrypted, save_payload
+from flwr_privacy.records import as_float, as_int
 from flwr_privacy.settings import handles_ciphertext
 from flwr_privacy.strategy.box_plot import FilterReport
 from flwr_privacy.strategy.guard import NoContributionError
@@ -40,7 +41,7 @@ MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
 def environment() -> dict[str, Any]:
     """Versions and machine facts, so figures can be compared honestly."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("flwr", "torch", "numpy", "scikit-learn", "tenseal", "opacus", "phe"):
         try:
             versions[pkg] = version(pkg)
@@ -72,7 +73,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 def save_arrays(arrays: ArrayRecord, path: Path) -> None:
     """The global model as named numpy arrays (``numpy.load`` reads it), written atomically."""
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: a.numpy() for k, a in arrays.items()})
+    np.savez(tmp, **{k: a.numpy() for k, a in arrays.items()})  # type: ignore[arg-type]  # stub types **kwds as allow_pickle
     os.replace(tmp, path)
 
 
@@ -201,8 +202,8 @@ class RunRecorder:
         for content in contents:
             metrics = next(iter(content.metric_records.values()))
             if EPSILON_KEY in metrics:
-                client = str(int(metrics[PARTITION_ID]))
-                eps[client] = float(metrics[EPSILON_KEY])
+                client = str(as_int(metrics[PARTITION_ID]))
+                eps[client] = as_float(metrics[EPSILON_KEY])
                 releases[client] = {k: metrics[k] for k in RELEASE_KEYS if k in metrics}
         if eps:
             order = sorted(eps, key=int)
@@ -243,14 +244,15 @@ class RunRecorder:
         return evaluate if central is not None else handles_ciphertext(evaluate)
 
     def _client_metrics(self, phase: str) -> dict[str, Any] | None:
-        if self._client[phase] is None:
+        client = self._client[phase]
+        if client is None:
             return None
-        out, replies = self._client[phase]
+        out, replies = client
         return {**(_plain(out) or {}), "num-replies": replies}
 
     def _close_round(self, server_round: int, server: dict[str, Any] | None) -> None:
         now = time.perf_counter()
-        entry = {
+        entry: dict[str, Any] = {
             "round": server_round,
             "server": server,
             "train": self._client_metrics("train"),

@@ -49,6 +49,7 @@ from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
 from flwr_privacy.dp import planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
+from flwr_privacy.records import as_int
 from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
 from flwr_privacy.strategy.guard import NoContributionError, StopOnEmptyRounds
@@ -140,8 +141,9 @@ def _train(
             cfg.attack.type, sorted(bad))  # fmt: skip
     model = task.build_model()
     if isinstance(task, TabularTask):
+        assert moments is not None  # every tabular client sends its moments (setup query)
         mean, std = moments.mean_std()
-        task.set_standardization(model, mean, std)
+        task.set_standardization(model, mean.tolist(), std.tolist())
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
     blind = None if cfg.he.server_keyed else bundle  # a key the server cannot decrypt with
@@ -172,6 +174,7 @@ def _train(
     if bad_nodes:  # experiments only: the chosen nodes' tamper_mod misbehaves
         strategy = Tampering(strategy, attack=cfg.attack.tamper(), nodes=bad_nodes)
     if cfg.he.server_keyed:
+        assert bundle is not None  # he_keys makes the server's own key pair for server-keyed HE
         strategy = ServerKeyedModel(strategy, bundle=bundle, on_reject=recorder.reject)
     strategy = guarded(with_privacy(strategy, cfg, recorder, nodes), cfg, recorder)
     central = None
@@ -315,12 +318,13 @@ def describe_nodes(
         if reply.has_error():
             log(WARNING, "describe_nodes: node %d failed: %s", node, reply.error.reason)
             continue
-        sizes[node] = int(reply.content[METRICS][NUM_EXAMPLES])
-        partitions[node] = int(reply.content[METRICS][PARTITION_ID])
-        if EDGE_ID in reply.content[METRICS]:
-            declared[node] = int(reply.content[METRICS][EDGE_ID])
+        metrics = reply.content.metric_records[METRICS]
+        sizes[node] = as_int(metrics[NUM_EXAMPLES])
+        partitions[node] = as_int(metrics[PARTITION_ID])
+        if EDGE_ID in metrics:
+            declared[node] = as_int(metrics[EDGE_ID])
         if MOMENTS in reply.content.array_records:
-            arrays = reply.content[MOMENTS]
+            arrays = reply.content.array_records[MOMENTS]
             parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
     if not sizes:
         raise RuntimeError("describe_nodes: no node answered the setup query")

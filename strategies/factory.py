@@ -31,7 +31,11 @@ from flwr.serverapp.strategy import (
 from flwr_privacy.he import KeyBundle
 from flwr_privacy.settings import HeSettings
 from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFilter, FilterFn
-from flwr_privacy.strategy.encrypted import EncryptedFedAvg, EncryptedFedProx
+from flwr_privacy.strategy.encrypted import (
+    EncryptedAggregation,
+    EncryptedFedAvg,
+    EncryptedFedProx,
+)
 from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
 from flwr_privacy.strategy.hierarchical import Hierarchical, TierFn
 from flwr_privacy.strategy.validation import RejectFn, Validated
@@ -45,7 +49,7 @@ BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
 }
 STRATEGIES = ("fedavg", "fedprox", *BUILTIN_ROBUST)
 # (strategy, box-plot filtered) -> the encrypted aggregation step
-_ENCRYPTED: dict[tuple[str, bool], type[EncryptedFedAvg | EncryptedFedProx]] = {
+_ENCRYPTED: dict[tuple[str, bool], type[EncryptedAggregation]] = {
     ("fedavg", False): EncryptedFedAvg,
     ("fedprox", False): EncryptedFedProx,
     ("fedavg", True): EncryptedBoxPlotFedAvg,
@@ -68,7 +72,7 @@ class Robustness:
     trim_beta: float = 0.2
 
 
-def _builtin_kwargs(name: str, robust: Robustness, expected_replies: int) -> dict[str, object]:
+def _builtin_kwargs(name: str, robust: Robustness, expected_replies: int) -> dict[str, Any]:
     f = robust.num_malicious
     if name == "bulyan" and expected_replies < 4 * f + 3:
         raise ValueError(
