@@ -272,8 +272,8 @@ class BoxPlotFilter(Validated):
         kept = self.accepted(replies, train=True)
         if not kept:
             return None, None
-        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]  # FedAvg's
-        arrays_key = self.inner.arrayrecord_key  # type: ignore[attr-defined]  # FedAvg's
+        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
+        arrays_key = self.inner.arrayrecord_key  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
         records = [r.content.array_records[arrays_key] for r in kept]
         updates = np.stack([flatten(a) for a in records])
         nodes = [r.metadata.src_node_id for r in kept]

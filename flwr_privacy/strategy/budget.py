@@ -59,7 +59,7 @@ class BudgetGuard(StrategyWrapper):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         left = set(grid.get_node_ids()) - self.exhausted
-        minimum = int(self.inner.min_train_nodes)  # type: ignore[attr-defined]  # FedAvg's, not Strategy's
+        minimum = int(self.inner.min_train_nodes)  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
         if self.exhausted and len(left) < minimum:
             raise BudgetsExhausted(
                 f"{len(self.exhausted)} clients exhausted their privacy budget; {len(left)} "

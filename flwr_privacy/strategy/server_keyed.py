@@ -66,13 +66,13 @@ class ServerKeyedModel(StrategyWrapper):
             time.perf_counter() - start)  # fmt: skip
         record = encrypted.to_arrays()
         for message in messages:
-            message.content[self.strategy.arrayrecord_key] = record  # type: ignore[attr-defined]  # FedAvg's
+            message.content[self.strategy.arrayrecord_key] = record  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        key, kept = self.strategy.arrayrecord_key, []  # type: ignore[attr-defined]  # FedAvg's
+        key, kept = self.strategy.arrayrecord_key, []  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
         start = time.perf_counter()
         for reply in replies:
             if reply.has_error():

@@ -144,8 +144,8 @@ class Validated(StrategyWrapper):
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def accepted(self, replies: Iterable[Message], *, train: bool) -> list[Message]:
-        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]  # FedAvg's
-        arrays_key = self.inner.arrayrecord_key  # type: ignore[attr-defined]  # FedAvg's
+        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
+        arrays_key = self.inner.arrayrecord_key  # type: ignore[attr-defined]  # FedAvg setting, not on Strategy
         return accepted(
             replies,
             phase="aggregate_train" if train else "aggregate_evaluate",
