@@ -11,12 +11,11 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from torch import nn
 
-from app.attack import attack_mod, poison
+from app.attack import poison
 from app.config import ClientSettings
 from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
 from app.dp_config import UNIT_WEIGHT_MODES
 from app.encrypted_training import NotAffineError, train_encrypted
-from flwr_privacy.mods.he import decrypt_scores, he_mod
 from app.records import (
     ARRAYS,
     CONFIG,
@@ -32,11 +31,15 @@ from app.records import (
 )
 from flwr_privacy.he import PayloadError
 from flwr_privacy.he.protocol import SCORES_ACTION
+from flwr_privacy.mods.he import decrypt_scores, make_he_mod
+from flwr_privacy.mods.tamper import tamper_mod
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
 # Outermost first: the HE mod decrypts first and encrypts last, after DP noise and any attack.
-app = ClientApp(mods=[he_mod, dp_mod, attack_mod])
+# HE is optional in this app: without the server's HE record the mod passes messages through.
+he_mod = make_he_mod(required=False)
+app = ClientApp(mods=[he_mod, dp_mod, tamper_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 
@@ -60,7 +63,7 @@ def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, Client
     return (
         task,
         settings,
-        poison(data, task.num_classes, msg.content[CONFIG], (partition_id, num_partitions)),
+        poison(data, task.num_classes, msg),
     )
 
 

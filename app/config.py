@@ -14,9 +14,10 @@ from app.attack import ATTACKS, Attack
 from app.config_values import ConfigError, check, choice, get, number
 from app.dp_config import DpConfig
 from data.partition import PARTITIONERS, PartitionSpec
+from flwr_privacy.settings import HeSettings
+from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
 from strategies import STRATEGIES, Robustness
 from strategies.factory import BUILTIN_ROBUST
-from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
 
@@ -186,15 +187,15 @@ class HeConfig:
         return {"key-bits": self.key_bits}
 
     def client_config(self) -> dict[str, Any]:
-        """What the client HE mod needs besides its key bundle."""
-        return {
-            "he.backend": self.backend,
-            "he.mode": self.mode,
-            "he.bits": self.bits,
-            "he.clip": self.clip,
-            "he.packed": self.packing == "packed",
-            "he.workers": self.workers,
-        }
+        """What this app's client needs: which training path (the HE mod gets its record)."""
+        return {"he.backend": self.backend, "he.mode": self.mode}
+
+    def settings(self, *, client_bundle: str = "", seed: int = 0) -> HeSettings:
+        """The toolkit's settings for the server-blind layer (keys loaded by the app)."""
+        return HeSettings(
+            backend=self.backend, clip=self.clip, bits=self.bits, packing=self.packing,
+            workers=self.workers, client_bundle=client_bundle, seed=seed,
+        )  # fmt: skip
 
 
 FILTERS = ("none", "boxplot", "boxplot-coordinate")
@@ -447,7 +448,6 @@ class AppConfig:
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
-            **(self.attack.as_config() if self.attack.active else {}),
             **self.dp.client_config(self.num_server_rounds, shares=self.min_clients),
         }
 

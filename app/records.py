@@ -1,6 +1,5 @@
 """Record keys and message actions shared by the ServerApp and the ClientApp."""
 
-
 from flwr_privacy.records import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 
 PARTITION_ID = "partition-id"  # node config key; also reported by the setup query

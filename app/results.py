@@ -25,6 +25,7 @@ from app.metering import MeteredGrid
 from app.records import PARTITION_ID
 from flwr_privacy.dp import DELTA_KEY, EPSILON_KEY
 from flwr_privacy.he import Payload, is_encrypted, save_payload
+from flwr_privacy.settings import handles_ciphertext
 from flwr_privacy.strategy.box_plot import FilterReport
 
 # What a DP client released in a round (reply metrics): kept per client, never averaged.
@@ -206,7 +207,11 @@ class RunRecorder:
         self._tiers = tiers
 
     def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
-        """Wrap centralized evaluation; each call closes a round (0 = before training)."""
+        """Wrap centralized evaluation; each call closes a round (0 = before training).
+
+        Without ``central`` it only saves the global model, encrypted or not, so
+        encrypted strategies accept it (``handles_ciphertext``).
+        """
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if is_encrypted(arrays):  # keep the encrypted global model for key holders
@@ -217,7 +222,7 @@ class RunRecorder:
             self._close_round(server_round, _plain(metrics))
             return metrics
 
-        return evaluate
+        return evaluate if central is not None else handles_ciphertext(evaluate)
 
     def _client_metrics(self, phase: str) -> dict[str, Any] | None:
         if self._client[phase] is None:

@@ -48,11 +48,12 @@ from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
 from flwr_privacy.dp import PrivacyLedger, planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
-from strategies import make_strategy
+from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
 from flwr_privacy.strategy.hierarchical import assign_edges
-from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.server_keyed import ServerKeyedModel
+from flwr_privacy.strategy.tamper import Tampering
+from strategies import make_strategy
 from tasks import Task, get_task
 from tasks.tabular import TabularTask
 
@@ -80,8 +81,8 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
         cfg.task, cfg.strategy, cfg.he.backend, recorder.run_dir)  # fmt: skip
     status = "completed"
     try:
-        with he_keys(cfg.he, eval_keys=cfg.robust.filter != "none") as (bundle, client_config):
-            _train(cfg, task, metered, recorder, bundle, client_config)
+        with he_keys(cfg.he, eval_keys=cfg.robust.filter != "none") as (bundle, client_bundle):
+            _train(cfg, task, metered, recorder, bundle, client_bundle)
     except BudgetsExhausted as e:  # a clean end: every finished round is on disk
         log(WARNING, "run_server: stopping early: %s", e)
         status, recorder.data["stopped"] = "stopped", str(e)
@@ -105,11 +106,11 @@ def _train(
     grid: MeteredGrid,
     recorder: RunRecorder,
     bundle: KeyBundle | None,
-    he_client_config: dict[str, Any],
+    client_bundle: str,
 ) -> None:
     nodes = _wait_for_nodes(grid, cfg.min_clients)
     _check_capacity(task, nodes)
-    client_config = ConfigRecord({**cfg.client_config(), **he_client_config})
+    client_config = ConfigRecord(cfg.client_config())
     sizes, partitions, declared, moments = describe_nodes(grid, client_config)
     cfg.dp.check_clients(sizes)
     edges = None
@@ -119,8 +120,10 @@ def _train(
         except ValueError as e:
             raise ConfigError(f"hierarchy.edges = {cfg.hierarchy.edges}: {e}") from e
     recorder.nodes(sizes, partitions, edges)
+    bad_nodes: set[int] = set()
     if cfg.attack.active:
         bad = malicious_partitions(cfg.seed, cfg.attack.fraction, len(partitions))
+        bad_nodes = {node for node, pid in partitions.items() if pid in bad}
         recorder.attack(cfg.attack.type, cfg.attack.fraction, bad)
         log(WARNING, "_train: ATTACK HARNESS ON: %s by partitions %s (experiments only)",
             cfg.attack.type, sorted(bad))  # fmt: skip
@@ -144,6 +147,7 @@ def _train(
         train_metrics_aggr_fn=recorder.metrics_aggr("train", aggregate_metricrecords),
         evaluate_metrics_aggr_fn=recorder.metrics_aggr("evaluate", aggregate_metricrecords),
         on_reject=recorder.reject,
+        he=None if blind is None else cfg.he.settings(client_bundle=client_bundle, seed=cfg.seed),
         he_bundle=blind,
         num_examples=None if unit_weights else sizes,
         min_contributions=cfg.min_clients if cfg.dp.mode == "distributed" else 1,
@@ -154,6 +158,8 @@ def _train(
         on_tiers=recorder.tiers,
         weighted_by_key=UNIT_WEIGHT if unit_weights else NUM_EXAMPLES,
     )
+    if bad_nodes:  # experiments only: the chosen nodes' tamper_mod misbehaves
+        strategy = Tampering(strategy, attack=cfg.attack.tamper(), nodes=bad_nodes)
     if cfg.he.server_keyed:
         strategy = ServerKeyedModel(strategy, bundle=bundle, on_reject=recorder.reject)
     strategy = with_privacy(strategy, cfg, recorder, nodes)
@@ -196,10 +202,8 @@ def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: in
 
 
 @contextmanager
-def he_keys(
-    he: HeConfig, *, eval_keys: bool = False
-) -> Iterator[tuple[KeyBundle | None, dict[str, Any]]]:
-    """The server's bundle and what clients need to find theirs.
+def he_keys(he: HeConfig, *, eval_keys: bool = False) -> Iterator[tuple[KeyBundle | None, str]]:
+    """The server's bundle and the client bundle's path simulated clients load ("" if none).
 
     Server-keyed mode (encrypted-model training): the server makes and keeps
     the key pair; clients need none. Otherwise (server-blind) the server's
@@ -212,12 +216,12 @@ def he_keys(
     ``eval_keys`` (encrypted box plot) asks for relinearization/Galois keys.
     """
     if not he.enabled:
-        yield None, {}
+        yield None, ""
     elif he.server_keyed:  # the server is the key owner; clients get no key at all
         bundle = keygen(he.backend, he.key_params())
         log(INFO, "he_keys: server-keyed %s keys %s (held by the server)",
             he.backend, bundle.fingerprint)  # fmt: skip
-        yield bundle, {}
+        yield bundle, ""
     elif he.server_bundle:
         bundle = load_bundle(he.server_bundle, expect_private=False)
         if bundle.backend != he.backend:
@@ -231,7 +235,7 @@ def he_keys(
                 "--coeff-mod-bit-sizes 60,40,40,60"
             )
         # Simulation with keys of your own: the path simulated clients load.
-        yield bundle, ({"he.client-bundle": he.client_bundle} if he.client_bundle else {})
+        yield bundle, he.client_bundle
     else:
         with simulation_keys(he.backend, he.key_params(eval_keys=eval_keys)) as (
             bundle,
@@ -243,7 +247,7 @@ def he_keys(
                 he.backend,
                 bundle.fingerprint,
             )
-            yield bundle, {"he.client-bundle": str(client_path)}
+            yield bundle, str(client_path)
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,4 +1,82 @@
-"""HE and DP core shared by the client mods (app/) and the server strategies (strategies/).
+"""flwr_privacy: privacy layers for any Flower app (Message API, flwr 1.41).
 
-Imports neither ``app`` nor ``strategies``, and no torch: the server side stays light.
+Server side, strategies and wrappers with typed settings::
+
+    from flwr_privacy import EncryptedFedAvg, HeSettings
+    strategy = EncryptedFedAvg(he=HeSettings(backend="ckks"), fraction_train=1.0)
+
+Client side, mods that read the record their server-side layer writes::
+
+    from flwr_privacy import he_mod
+    app = ClientApp(mods=[he_mod])
+
+Names load lazily (PEP 562): ``import flwr_privacy`` imports neither torch,
+Opacus, TenSEAL nor phe; a Flower ClientApp process, started afresh for every
+message in a deployment, pays only for the layers it uses.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # HE: settings, strategies, client mod, key custody
+    "HeSettings": "flwr_privacy.settings",
+    "handles_ciphertext": "flwr_privacy.settings",
+    "EncryptedFedAvg": "flwr_privacy.strategy.encrypted",
+    "EncryptedFedProx": "flwr_privacy.strategy.encrypted",
+    "EncryptedBoxPlotFedAvg": "flwr_privacy.strategy.encrypted_box_plot",
+    "EncryptedBoxPlotFedProx": "flwr_privacy.strategy.encrypted_box_plot",
+    "ServerKeyedModel": "flwr_privacy.strategy.server_keyed",
+    "he_mod": "flwr_privacy.mods.he",
+    "make_he_mod": "flwr_privacy.mods.he",
+    "decrypt_scores": "flwr_privacy.mods.he",
+    "deal_keys": "flwr_privacy.keys",
+    "decrypt_model": "flwr_privacy.keys",
+    # robust aggregation and hierarchy
+    "BoxPlot": "flwr_privacy.strategy.box_plot",
+    "BoxPlotFilter": "flwr_privacy.strategy.box_plot",
+    "BoxPlotFedAvg": "flwr_privacy.strategy.box_plot",
+    "Validated": "flwr_privacy.strategy.validation",
+    "Hierarchical": "flwr_privacy.strategy.hierarchical",
+    "StrategyWrapper": "flwr_privacy.strategy.wrapper",
+    # differential privacy
+    "DpSettings": "flwr_privacy.dp.settings",
+    "dp_sgd_fit": "flwr_privacy.dp.fit",
+    "BudgetExhausted": "flwr_privacy.dp.client",
+    "declined": "flwr_privacy.dp.client",
+    "make_local_dp_mod": "flwr_privacy.mods.local_dp",
+    "local_dp_mod": "flwr_privacy.mods.local_dp",
+    "BudgetGuard": "flwr_privacy.strategy.budget",
+    "LedgeredCentralDp": "flwr_privacy.strategy.central_dp",
+    "PrivacyLedger": "flwr_privacy.dp.ledger",
+    # attack harness (experiments only)
+    "make_tamper_mod": "flwr_privacy.mods.tamper",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flwr_privacy' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from flwr_privacy.keys import deal_keys, decrypt_model
+    from flwr_privacy.mods.he import decrypt_scores, he_mod, make_he_mod
+    from flwr_privacy.settings import HeSettings, handles_ciphertext
+    from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFedAvg, BoxPlotFilter
+    from flwr_privacy.strategy.encrypted import EncryptedFedAvg, EncryptedFedProx
+    from flwr_privacy.strategy.hierarchical import Hierarchical
+    from flwr_privacy.strategy.validation import Validated
+    from flwr_privacy.strategy.wrapper import StrategyWrapper

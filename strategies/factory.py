@@ -1,15 +1,20 @@
-"""Build a Flower strategy from its run-config name and the layers the run asks for.
+"""Build this app's strategy from its run-config name and the layers the run asks for.
 
-Plain FedAvg and FedProx are Flower's own (FedProx only adds ``proximal-mu`` to
-the train config; the client adds the proximal term to its loss). Encryption
-and box-plot filtering are mixins over them; Flower's robust built-ins (Krum,
-MultiKrum, FedMedian, FedTrimmedAvg, Bulyan) run on plaintext only.
+Every piece comes from the toolkit's public classes, composed as wrappers
+(outermost last): Flower's FedAvg / FedProx or a robust built-in, wrapped by
+reply validation (``Validated``) or a box-plot filter (``BoxPlotFilter``);
+encryption is the aggregation step itself (``EncryptedFedAvg`` /
+``EncryptedFedProx``, with the encrypted box plot as their filtering variant);
+terminal-edge-cloud aggregation wraps whichever of these runs per edge
+(``Hierarchical``). Flower's robust built-ins (Krum, MultiKrum, FedMedian,
+FedTrimmedAvg, Bulyan) run on plaintext only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
@@ -20,14 +25,16 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     Krum,
     MultiKrum,
+    Strategy,
 )
 
 from flwr_privacy.he import KeyBundle
+from flwr_privacy.settings import HeSettings
+from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFilter, FilterFn
 from flwr_privacy.strategy.encrypted import EncryptedFedAvg, EncryptedFedProx
 from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
-from flwr_privacy.strategy.hierarchical import HierarchicalAggregation, TierFn
-from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFedAvg, BoxPlotFedProx, FilterFn
-from flwr_privacy.strategy.validation import RejectFn, ReplyValidation
+from flwr_privacy.strategy.hierarchical import Hierarchical, TierFn
+from flwr_privacy.strategy.validation import RejectFn, Validated
 
 BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
     "krum": Krum,
@@ -37,35 +44,12 @@ BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
     "bulyan": Bulyan,
 }
 STRATEGIES = ("fedavg", "fedprox", *BUILTIN_ROBUST)
-
-
-def _validated(base: type[FedAvg]) -> type[FedAvg]:
-    return type(
-        f"Validated{base.__name__}",
-        (ReplyValidation, base),
-        {"__doc__": f"Flower's {base.__name__} that drops malformed replies, not the run."},
-    )
-
-
-ValidatedFedAvg, ValidatedFedProx = _validated(FedAvg), _validated(FedProx)
-_VALIDATED_ROBUST = {name: _validated(cls) for name, cls in BUILTIN_ROBUST.items()}
-
-# (strategy, encrypted, box-plot filtered) -> class
-_CLASSES: dict[tuple[str, bool, bool], type[FedAvg]] = {
-    ("fedavg", False, False): ValidatedFedAvg,
-    ("fedprox", False, False): ValidatedFedProx,
-    ("fedavg", False, True): BoxPlotFedAvg,
-    ("fedprox", False, True): BoxPlotFedProx,
-    ("fedavg", True, False): EncryptedFedAvg,
-    ("fedprox", True, False): EncryptedFedProx,
-    ("fedavg", True, True): EncryptedBoxPlotFedAvg,
-    ("fedprox", True, True): EncryptedBoxPlotFedProx,
-}
-
-# The same classes aggregating per edge, then at the cloud tier.
-_TIERED: dict[tuple[str, bool, bool], type[FedAvg]] = {
-    key: type(f"Hierarchical{cls.__name__}", (HierarchicalAggregation, cls), {})
-    for key, cls in _CLASSES.items()
+# (strategy, box-plot filtered) -> the encrypted aggregation step
+_ENCRYPTED: dict[tuple[str, bool], type[EncryptedFedAvg | EncryptedFedProx]] = {
+    ("fedavg", False): EncryptedFedAvg,
+    ("fedprox", False): EncryptedFedProx,
+    ("fedavg", True): EncryptedBoxPlotFedAvg,
+    ("fedprox", True): EncryptedBoxPlotFedProx,
 }
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
@@ -116,6 +100,7 @@ def make_strategy(
     train_metrics_aggr_fn: MetricsAggrFn | None = None,
     evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
     on_reject: RejectFn | None = None,
+    he: HeSettings | None = None,
     he_bundle: KeyBundle | None = None,
     num_examples: dict[int, int] | None = None,
     robust: Robustness | None = None,
@@ -125,17 +110,22 @@ def make_strategy(
     on_tiers: TierFn | None = None,
     weighted_by_key: str = "num-examples",
     min_contributions: int = 1,
-) -> FedAvg:
+) -> Strategy:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
-    With ``he_bundle`` (public-only) the encrypted variant aggregates ciphertexts;
-    with ``robust.box`` box-plot filtering runs before aggregation (per edge when
-    ``edges`` maps nodes to edges; ``cloud_box`` filters edge results).
-    ``weighted_by_key`` names the reply metric that weights each client;
-    ``min_contributions`` is how many encrypted updates a sum must hold (distributed DP).
+    With ``he`` the encrypted variant aggregates ciphertexts (``he_bundle``: the
+    public-only bundle the caller loaded); with ``robust.box`` box-plot
+    filtering runs before aggregation (per edge when ``edges`` maps nodes to
+    edges; ``cloud_box`` filters edge results). ``weighted_by_key`` names the
+    reply metric that weights each client; ``min_contributions`` is how many
+    encrypted updates a sum must hold (distributed DP).
     """
     robust = robust or Robustness()
-    common: dict[str, object] = dict(
+    if he is None and he_bundle is not None:
+        he = HeSettings(backend=he_bundle.backend)
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    common: dict[str, Any] = dict(
         fraction_train=fraction_train,
         fraction_evaluate=fraction_evaluate,
         min_train_nodes=min_nodes,
@@ -143,27 +133,32 @@ def make_strategy(
         min_available_nodes=min_nodes,
         train_metrics_aggr_fn=train_metrics_aggr_fn,
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
-        on_reject=on_reject,
         weighted_by_key=weighted_by_key,
     )
     if name in BUILTIN_ROBUST:
-        if he_bundle is not None or robust.box is not None or edges is not None:
+        if he is not None or robust.box is not None or edges is not None:
             raise ValueError(
                 f"{name} is Flower's plaintext-only, flat strategy; use it without he/box/edges"
             )
         expected = max(int((num_nodes or min_nodes) * fraction_train), min_nodes)
-        return _VALIDATED_ROBUST[name](**common, **_builtin_kwargs(name, robust, expected))
-    key = (name, he_bundle is not None, robust.box is not None)
-    if key not in _CLASSES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+        builtin = BUILTIN_ROBUST[name](**common, **_builtin_kwargs(name, robust, expected))
+        return Validated(builtin, on_reject=on_reject)
     if name == "fedprox":
         common["proximal_mu"] = proximal_mu
-    if he_bundle is not None:
-        common.update(bundle=he_bundle, num_examples=num_examples,
-                      min_contributions=min_contributions)  # fmt: skip
-    if robust.box is not None:
-        common.update(box=robust.box, on_filter=on_filter)
+    flat: Strategy
+    if he is not None:
+        layer = _ENCRYPTED[(name, robust.box is not None)]
+        extra: dict[str, Any] = {"box": robust.box, "on_filter": on_filter} if robust.box else {}
+        flat = layer(**common, **extra, he=he, bundle=he_bundle, num_examples=num_examples,
+                     min_contributions=min_contributions, on_reject=on_reject)  # fmt: skip
+    else:
+        base = FedProx(**common) if name == "fedprox" else FedAvg(**common)
+        flat = (
+            BoxPlotFilter(base, box=robust.box, on_filter=on_filter, on_reject=on_reject)
+            if robust.box is not None
+            else Validated(base, on_reject=on_reject)
+        )
     if edges is None:
-        return _CLASSES[key](**common)
-    common.update(edges=edges, cloud_box=cloud_box, on_tiers=on_tiers, on_filter=on_filter)
-    return _TIERED[key](**common)
+        return flat
+    return Hierarchical(flat, edges=edges, cloud_box=cloud_box, on_tiers=on_tiers,
+                        on_filter=on_filter)  # fmt: skip

@@ -8,10 +8,9 @@ The sample rate and step count are Opacus' own (``1 / len(loader)`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

@@ -27,9 +27,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
-from flwr_privacy.strategy.validation import ReplyValidation, reply_weight
+from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
+from flwr_privacy.strategy.wrapper import innermost
 
 SCORES = ("median-distance", "mean-distance", "norm")
 VARIANTS = ("client", "coordinate")
@@ -227,23 +228,37 @@ def unflatten(flat: np.ndarray, like: ArrayRecord) -> ArrayRecord:
     return ArrayRecord(out)
 
 
-class BoxPlotFiltering(ReplyValidation):
-    """Mixin over Flower's FedAvg family: box-plot filtering before aggregation.
+class BoxPlotFilter(Validated):
+    """Box-plot filtering before the inner strategy aggregates (plaintext updates).
 
-    Put it first in the bases: ``class BoxPlotFedAvg(BoxPlotFiltering, FedAvg)``.
+    Parameters
+    ----------
+    inner : Strategy
+        A FedAvg-family strategy (FedAvg, FedProx) that averages the survivors.
+    box : BoxPlot
+        Fence width, scores, client or coordinate variant (default ``BoxPlot()``).
+    on_filter : callable, optional
+        Receives ``(round, FilterReport)`` every round.
+    on_reject : callable, optional
+        Receives ``(node_id, reason)`` for every malformed reply dropped first.
     """
 
     def __init__(
-        self, *args: object, box: BoxPlot, on_filter: FilterFn | None = None, **kwargs: object
+        self,
+        inner: Strategy,
+        *,
+        box: BoxPlot | None = None,
+        on_filter: FilterFn | None = None,
+        on_reject: RejectFn | None = None,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.box = box
+        super().__init__(inner, on_reject=on_reject)
+        self.box = box or BoxPlot()
         self.on_filter = on_filter
         self._reference: np.ndarray | None = None
 
     def summary(self) -> None:
         log(INFO, "\t├──> Box-plot filter: %s", self.box)
-        super().summary()  # type: ignore[misc]
+        self.inner.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -254,20 +269,19 @@ class BoxPlotFiltering(ReplyValidation):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self._accepted(replies, train=True)
+        kept = self.accepted(replies, train=True)
         if not kept:
             return None, None
-        records = [r.content[self.arrayrecord_key] for r in kept]
+        weight_key = self.inner.weighted_by_key  # type: ignore[attr-defined]
+        records = [r.content[self.inner.arrayrecord_key] for r in kept]  # type: ignore[attr-defined]
         updates = np.stack([flatten(a) for a in records])
         nodes = [r.metadata.src_node_id for r in kept]
         if self.box.variant == "coordinate":
-            weights = np.array([reply_weight(r.content, self.weighted_by_key) for r in kept])
+            weights = np.array([reply_weight(r.content, weight_key) for r in kept])
             mean, excluded = coordinate_mean(updates, weights, self.box)
             report = FilterReport("coordinate", len(kept), nodes, excluded_values=excluded)
             log_report(server_round, report, self.on_filter)
-            metrics = self.train_metrics_aggr_fn(  # type: ignore[attr-defined]
-                [r.content for r in kept], self.weighted_by_key
-            )
+            metrics = innermost(self).train_metrics_aggr_fn([r.content for r in kept], weight_key)
             return unflatten(mean, records[0]), metrics
         assert self._reference is not None
         report = box_filter(
@@ -275,12 +289,28 @@ class BoxPlotFiltering(ReplyValidation):
         )
         log_report(server_round, report, self.on_filter)
         survivors = [r for r in kept if r.metadata.src_node_id not in report.dropped]
-        return super().aggregate_train(server_round, survivors)
+        return self.inner.aggregate_train(server_round, survivors)
 
 
-class BoxPlotFedAvg(BoxPlotFiltering, FedAvg):
-    """FedAvg over the client updates inside the box-plot fences (or per-coordinate fences)."""
+class BoxPlotFedAvg(BoxPlotFilter):
+    """FedAvg over the client updates inside the box-plot fences (or per-coordinate fences).
 
+    Takes FedAvg's keyword arguments besides ``box``, ``on_filter`` and
+    ``on_reject``; ``proximal_mu > 0`` makes the inner strategy FedProx.
+    """
 
-class BoxPlotFedProx(BoxPlotFiltering, FedProx):
-    """FedProx (clients add the proximal term) with box-plot filtering."""
+    def __init__(
+        self,
+        *,
+        box: BoxPlot | None = None,
+        on_filter: FilterFn | None = None,
+        on_reject: RejectFn | None = None,
+        proximal_mu: float = 0.0,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        inner = (
+            FedProx(proximal_mu=proximal_mu, **fedavg_kwargs)
+            if proximal_mu > 0
+            else FedAvg(**fedavg_kwargs)
+        )
+        super().__init__(inner, box=box, on_filter=on_filter, on_reject=on_reject)

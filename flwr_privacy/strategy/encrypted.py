@@ -10,8 +10,12 @@ centralized evaluation is impossible: evaluation is federated.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import replace
 from logging import INFO, WARNING
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
@@ -25,9 +29,14 @@ from flwr_privacy.he import (
     aggregate,
     is_encrypted,
     layout_of,
+    load_bundle,
     validate_payload,
 )
+from flwr_privacy.keys import deal_keys
+from flwr_privacy.records import HE_RECORD, attach
+from flwr_privacy.settings import HeRound, HeSettings
 from flwr_privacy.strategy.validation import ReplyValidation, reply_weight
+from flwr_privacy.strategy.wrapper import check_evaluate_fn
 
 
 class KeyMismatchError(RuntimeError):
@@ -39,33 +48,79 @@ class EncryptedAggregation(ReplyValidation):
 
     Parameters
     ----------
-    bundle : KeyBundle
-        Public-only key material (a bundle with a secret key is refused).
+    he : HeSettings
+        Backend, clip and encoding; where the keys come from. May be left out
+        when ``bundle`` is given (default settings for its backend).
+    bundle : KeyBundle, optional
+        Public-only key material loaded by the caller (a bundle with a secret
+        key is refused). Default: ``he.server_bundle``, or keys dealt per run.
     num_examples : dict[int, int], optional
         Known training-set sizes per node; the largest sets each round's weight
-        scale, so every client weight ``n_i / scale`` is at most 1.
+        scale, so every client weight ``n_i / scale`` is at most 1. Unknown sizes
+        are learnt from the first round's replies (which is then unweighted).
     min_contributions : int
         A round whose valid updates are fewer is not aggregated (the model
         stays): distributed DP needs every released sum to hold that many
         noise shares.
     """
 
+    server_blind = True  # the server never decrypts: no centralized evaluation
+
     def __init__(
         self,
-        *args: object,
-        bundle: KeyBundle,
+        *args: Any,
+        he: HeSettings | None = None,
+        bundle: KeyBundle | None = None,
         num_examples: dict[int, int] | None = None,
         min_contributions: int = 1,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if he is None and bundle is not None:
+            he = HeSettings(backend=bundle.backend)
+        if not isinstance(he, HeSettings):
+            raise TypeError(
+                f"{type(self).__name__} needs he=HeSettings(backend='ckks' | 'paillier'), "
+                f"got {type(he).__name__}"
+            )
+        self.he = he
+        self._keys = ExitStack()
+        self.client_bundle_path = he.client_bundle
+        if bundle is None:
+            bundle = self._server_bundle()
         if bundle.is_private:
             raise ValueError(
                 "the server-side bundle holds a secret key; give the server the server bundle"
             )
+        if bundle.backend != he.backend:
+            raise ValueError(f"the key bundle is {bundle.backend} but he.backend is {he.backend}")
         self.bundle = bundle
         self.num_examples = dict(num_examples or {})
         self.min_contributions = min_contributions
+        self._round = HeRound(
+            backend=he.backend, clip=he.clip, bits=he.bits, packed=he.packing == "packed",
+            workers=he.workers, max_count=1, weight_scale=1.0,
+            weight_key=self.weighted_by_key, server_round=0, seed=he.seed,
+            fingerprint=bundle.fingerprint, client_bundle=self.client_bundle_path,
+        )  # fmt: skip
+
+    def _key_params(self) -> dict[str, Any]:
+        """Parameters for keys this strategy deals itself (filters add evaluation keys)."""
+        return dict(self.he.key_params)
+
+    def _server_bundle(self) -> KeyBundle:
+        if self.he.server_bundle:
+            return load_bundle(self.he.server_bundle, expect_private=False)
+        bundle, client_path = self._keys.enter_context(
+            deal_keys(self.he.backend, self._key_params())
+        )
+        weakref.finalize(self, self._keys.close)
+        self.client_bundle_path = str(client_path)
+        log(WARNING, "EncryptedFedAvg: per-run %s keys %s dealt for a simulation; a "
+            "deployment gives the server HeSettings(server_bundle=...) and each SuperNode "
+            "its client bundle (node config he-client-bundle)", self.he.backend,
+            bundle.fingerprint)  # fmt: skip
+        return bundle
 
     def summary(self) -> None:
         log(
@@ -77,20 +132,43 @@ class EncryptedAggregation(ReplyValidation):
         log(INFO, "\t│\t└── no centralized evaluation: the server cannot decrypt")
         super().summary()  # type: ignore[misc]
 
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        """Flower's ``start``; a centralized ``evaluate_fn`` would be handed ciphertext: refused."""
+        check_evaluate_fn(self, kwargs.get("evaluate_fn", args[6] if len(args) > 6 else None))
+        return super().start(*args, **kwargs)  # type: ignore[misc]
+
+    def he_round(self, server_round: int, grid: Grid) -> HeRound:
+        """This round's record: how many clients a sum holds, the weight scale."""
+        nodes = len(list(grid.get_node_ids()))
+        max_count = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)  # type: ignore[attr-defined]
+        scale = max(self.num_examples.values(), default=1)
+        return replace(self._round, max_count=max_count, weight_scale=float(scale),
+                       server_round=server_round)  # fmt: skip
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        nodes = len(list(grid.get_node_ids()))
-        config["he.max-count"] = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)  # type: ignore[attr-defined]
-        config["he.weight-scale"] = max(self.num_examples.values(), default=1)
+        self._round = self.he_round(server_round, grid)
+        if not self.num_examples and server_round == 1:
+            log(INFO, "configure_train: client sizes unknown: round 1 weights clients equally; "
+                "later rounds weight by the sizes their replies report")  # fmt: skip
         # What every reply of this round must match: the global model's layout, our clip.
         self._layout = (
             Payload.from_arrays(arrays).header.layout
             if is_encrypted(arrays)
             else layout_of({k: a.numpy() for k, a in arrays.items()})
         )
-        self._clip = float(config["he.clip"])
-        return super().configure_train(server_round, arrays, config, grid)
+        self._clip = self.he.clip
+        self._settings = self._round.encoding
+        messages = super().configure_train(server_round, arrays, config, grid)
+        return attach(messages, HE_RECORD, self._round.to_record())
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        record = replace(self._round, server_round=server_round).to_record()
+        messages = super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        return attach(messages, HE_RECORD, record)
 
     def _check(self, payload: Payload) -> None:
         """Refuse a payload this round's sum cannot take, before it meets the others."""

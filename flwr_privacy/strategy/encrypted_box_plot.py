@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -35,7 +36,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from flwr_privacy.he import Payload, encrypted_scores, is_encrypted, score_bound
 from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_ACTION, SCORES_KEY
-from flwr_privacy.strategy.encrypted import EncryptedAggregation
+from flwr_privacy.records import HE_RECORD
 from flwr_privacy.strategy.box_plot import (
     MIN_CLIENTS,
     BoxPlot,
@@ -44,6 +45,7 @@ from flwr_privacy.strategy.box_plot import (
     box_filter,
     log_report,
 )
+from flwr_privacy.strategy.encrypted import EncryptedAggregation
 
 ATTEMPTS = 4  # key holders asked in turn for two agreeing answers before a round is skipped
 
@@ -73,7 +75,6 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self.query_timeout = query_timeout
         self._grid: Grid | None = None
         self._global: ArrayRecord | None = None
-        self._query_config: dict = {}
 
     def summary(self) -> None:
         log(INFO, "\t├──> Box-plot filter on encrypted scores: %s", self.box)
@@ -83,9 +84,12 @@ class EncryptedBoxPlot(EncryptedAggregation):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._grid, self._global = grid, arrays
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self._query_config = {k: v for k, v in config.items() if k.startswith("he.")}
-        return messages
+        return list(super().configure_train(server_round, arrays, config, grid))
+
+    def _key_params(self) -> dict[str, Any]:
+        """Per-run keys need relinearization and Galois keys, and one more level, for scores."""
+        return {"coeff-mod-bit-sizes": [60, 40, 40, 60], **super()._key_params(),
+                "eval-keys": True}  # fmt: skip
 
     def _select(
         self, server_round: int, kept: list[Message], payloads: list[Payload]
@@ -145,7 +149,7 @@ class EncryptedBoxPlot(EncryptedAggregation):
         assert self._grid is not None
         flat = [c for kind in kinds for c in cts[kind]]
         config = ConfigRecord(
-            {**self._query_config, SCORES_KEY: flat, FINGERPRINT_KEY: self.bundle.fingerprint,
+            {SCORES_KEY: flat, FINGERPRINT_KEY: self.bundle.fingerprint,
              "server-round": server_round}
         )  # fmt: skip
         answers: list[np.ndarray] = []
@@ -162,7 +166,7 @@ class EncryptedBoxPlot(EncryptedAggregation):
         """One key holder's decrypted scores, or None (logged) for any failure."""
         assert self._grid is not None
         message = Message(
-            content=RecordDict({"config": config}),
+            content=RecordDict({"config": config, HE_RECORD: self._round.to_record()}),
             message_type=f"{MessageType.QUERY}.{SCORES_ACTION}",
             dst_node_id=node,
         )

@@ -25,10 +25,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.common import log
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from flwr_privacy.he import Payload, aggregate, is_encrypted
-from flwr_privacy.strategy.encrypted import KeyMismatchError
 from flwr_privacy.strategy.box_plot import (
     BoxPlot,
     FilterFn,
@@ -39,7 +39,9 @@ from flwr_privacy.strategy.box_plot import (
     log_report,
     unflatten,
 )
+from flwr_privacy.strategy.encrypted import KeyMismatchError
 from flwr_privacy.strategy.validation import reply_weight
+from flwr_privacy.strategy.wrapper import StrategyWrapper, innermost, layers
 
 TIERS = ("edge", "cloud", "both")
 TierFn = Callable[[int, dict[str, Any]], None]
@@ -85,11 +87,14 @@ class EdgeResult:
     received: int
 
 
-class HierarchicalAggregation:
-    """Mixin in front of any FedAvg-family strategy of ours: aggregate per edge, then at the cloud.
+class Hierarchical(StrategyWrapper):
+    """Aggregate per edge with the inner strategy, then combine the edges at the cloud.
 
     Parameters
     ----------
+    inner : Strategy
+        The flat strategy (validated FedAvg/FedProx, a box-plot filter, or an
+        encrypted strategy); its own aggregation step runs once per edge.
     edges : dict[int, int]
         Node id -> edge id (``assign_edges``). A node missing from it (joined
         after set-up) goes to edge ``node % num_edges`` with a warning.
@@ -98,30 +103,32 @@ class HierarchicalAggregation:
         for fences, fewer are combined unfiltered).
     on_tiers : callable, optional
         Receives ``(round, tiers)``: per-edge counts and bytes edge -> cloud.
+    on_filter : callable, optional
+        Receives the filter reports of both tiers, labelled ``edge-<i>`` / ``cloud``.
     """
-
-    weighted_by_key: str
-    train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
 
     def __init__(
         self,
-        *args: object,
+        inner: Strategy,
+        *,
         edges: Mapping[int, int],
         cloud_box: BoxPlot | None = None,
         on_tiers: TierFn | None = None,
         on_filter: FilterFn | None = None,
-        **kwargs: object,
     ) -> None:
-        if cloud_box is not None and "bundle" in kwargs:
+        super().__init__(inner)
+        base = innermost(inner)
+        if cloud_box is not None and getattr(base, "server_blind", False):
             raise ValueError(
                 "box-plot filtering at the cloud tier needs plaintext edge results; with HE "
                 "filter at the edge tier (hierarchy.filter-tier = 'edge')"
             )
         if cloud_box is not None and cloud_box.variant != "client":
             raise ValueError("the cloud tier filters whole edge results: use variant 'client'")
-        if "box" in kwargs:  # the edge tier's filter is the flat strategy's own
-            kwargs["on_filter"] = self._edge_filtered
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        for layer in layers(inner):  # the edge tier's filter reports carry the edge
+            if hasattr(layer, "on_filter"):
+                layer.on_filter = self._edge_filtered
+        self.base = base
         self.edges = dict(edges)
         self.num_edges = max(self.edges.values(), default=0) + 1
         self.cloud_box = cloud_box
@@ -139,14 +146,14 @@ class HierarchicalAggregation:
     def summary(self) -> None:
         log(INFO, "\t├──> Hierarchical: %d edges, cloud box plot: %s",
             self.num_edges, self.cloud_box)  # fmt: skip
-        super().summary()  # type: ignore[misc]
+        self.inner.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._reference = None if is_encrypted(arrays) else flatten(arrays)
         self._global_bytes = record_bytes(arrays)
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        return self.inner.configure_train(server_round, arrays, config, grid)
 
     def _edge_of(self, node: int) -> int:
         if node not in self.edges:
@@ -165,24 +172,24 @@ class HierarchicalAggregation:
         count without reaching into the filter.
         """
         used: list[list[RecordDict]] = []
-        report = self.train_metrics_aggr_fn
+        report = self.base.train_metrics_aggr_fn
 
         def capture(contents: list[RecordDict], key: str) -> MetricRecord:
             used.append(list(contents))
             return aggregate_metricrecords(contents, key)
 
-        self.train_metrics_aggr_fn = capture
+        self.base.train_metrics_aggr_fn = capture
         self._edge = edge
         try:
-            arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+            arrays, metrics = self.inner.aggregate_train(server_round, replies)
         finally:
-            self.train_metrics_aggr_fn = report
+            self.base.train_metrics_aggr_fn = report
         if arrays is None or not used:
             log(WARNING, "aggregate_train: edge %d has no aggregate in round %d",
                 edge, server_round)  # fmt: skip
             return None, None
         contents = used[-1]
-        examples = sum(reply_weight(c, self.weighted_by_key) for c in contents)
+        examples = sum(reply_weight(c, self.base.weighted_by_key) for c in contents)
         return EdgeResult(edge, arrays, examples, contents, len(replies)), metrics
 
     def _cloud_filter(self, server_round: int, results: list[EdgeResult]) -> list[EdgeResult]:
@@ -203,7 +210,7 @@ class HierarchicalAggregation:
         """Cloud tier: add encrypted edge sums, or average plaintext edge means by examples."""
         if is_encrypted(results[0].arrays):
             payloads = [Payload.from_arrays(r.arrays) for r in results]
-            return aggregate(payloads, bundle=self.bundle).to_arrays()  # type: ignore[attr-defined]
+            return aggregate(payloads, bundle=self.base.bundle).to_arrays()
         weights = np.array([r.examples for r in results], dtype=np.float64)
         stacked = np.stack([flatten(r.arrays) for r in results])
         return unflatten(np.average(stacked, axis=0, weights=weights), results[0].arrays)
@@ -231,8 +238,8 @@ class HierarchicalAggregation:
             return None, None
         kept = self._cloud_filter(server_round, results)
         arrays = self._combine(kept)
-        metrics = self.train_metrics_aggr_fn(
-            [c for r in kept for c in r.contents], self.weighted_by_key
+        metrics = self.base.train_metrics_aggr_fn(
+            [c for r in kept for c in r.contents], self.base.weighted_by_key
         )
         if he_seconds:
             metrics["he-aggregate-s"] = he_seconds

@@ -23,14 +23,15 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import FedAvg
 
 from flwr_privacy.he import KeyBundle, Payload, PayloadError
 from flwr_privacy.he.model import check_params, decrypt_model, encrypt_model
 from flwr_privacy.strategy.validation import RejectFn
+from flwr_privacy.strategy.wrapper import StrategyWrapper
 
 
-class ServerKeyedModel(Strategy):
+class ServerKeyedModel(StrategyWrapper):
     """Encrypted-model training around ``strategy`` (FedAvg or FedProx).
 
     Parameters
@@ -49,6 +50,7 @@ class ServerKeyedModel(Strategy):
         if not bundle.is_private:
             raise ValueError("server-keyed HE: the server must hold its own secret key")
         check_params(bundle)
+        super().__init__(strategy)
         self.strategy = strategy
         self.bundle = bundle
         self.on_reject = on_reject

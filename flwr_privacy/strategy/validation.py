@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from logging import WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from flwr_privacy.strategy.wrapper import StrategyWrapper
 
 Signature = dict[str, tuple[tuple[int, ...], str]]
 RejectFn = Callable[[int, str], None]
@@ -62,8 +66,38 @@ def reply_problem(
     return None
 
 
+def accepted(
+    replies: Iterable[Message],
+    *,
+    phase: str,
+    weight_key: str,
+    arrays_key: str | None,
+    expected: Signature | None,
+    on_reject: RejectFn | None,
+) -> list[Message]:
+    """The replies that can be aggregated; each other one is logged and reported with a reason.
+
+    ``arrays_key`` None checks the metrics only (evaluate replies).
+    """
+    kept = []
+    for reply in replies:
+        problem = None
+        if not reply.has_error():
+            problem = reply_problem(
+                reply.content, weight_key=weight_key, arrays_key=arrays_key, expected=expected
+            )
+        if problem is None:
+            kept.append(reply)
+            continue
+        node = reply.metadata.src_node_id
+        log(WARNING, "%s: rejected reply from node %d: %s", phase, node, problem)
+        if on_reject is not None:
+            on_reject(node, problem)
+    return kept
+
+
 class ReplyValidation:
-    """Mixin for Flower's FedAvg family: drops malformed replies and reports them.
+    """Mixin for our own FedAvg subclasses (encrypted aggregation): checks evaluate replies.
 
     Put it before the Flower strategy in the bases: ``class X(ReplyValidation, FedAvg)``.
     """
@@ -71,8 +105,32 @@ class ReplyValidation:
     weighted_by_key: str
     arrayrecord_key: str
 
-    def __init__(self, *args: object, on_reject: RejectFn | None = None, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+    def __init__(self, *args: Any, on_reject: RejectFn | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_reject = on_reject
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        kept = accepted(replies, phase="aggregate_evaluate", weight_key=self.weighted_by_key,
+                        arrays_key=None, expected=None, on_reject=self.on_reject)  # fmt: skip
+        return super().aggregate_evaluate(server_round, kept)  # type: ignore[misc]
+
+
+class Validated(StrategyWrapper):
+    """Drops malformed replies before the inner strategy sees them, so one bad client never
+    ends a round (Flower's FedAvg raises on inconsistent replies, which stops the run).
+
+    Parameters
+    ----------
+    inner : Strategy
+        Any strategy of Flower's FedAvg family (FedAvg, FedProx, Krum, FedMedian, ...).
+    on_reject : callable, optional
+        Receives ``(node_id, reason)`` for every dropped reply.
+    """
+
+    def __init__(self, inner: Strategy, *, on_reject: RejectFn | None = None) -> None:
+        super().__init__(inner)
         self.on_reject = on_reject
         self._expected: Signature | None = None
 
@@ -80,37 +138,24 @@ class ReplyValidation:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._expected = array_signature(arrays)
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        return self.inner.configure_train(server_round, arrays, config, grid)
 
-    def _accepted(self, replies: Iterable[Message], *, train: bool) -> list[Message]:
-        kept = []
-        for reply in replies:
-            problem = None
-            if not reply.has_error():
-                problem = reply_problem(
-                    reply.content,
-                    weight_key=self.weighted_by_key,
-                    arrays_key=self.arrayrecord_key if train else None,
-                    expected=self._expected if train else None,
-                )
-            if problem is None:
-                kept.append(reply)
-                continue
-            node = reply.metadata.src_node_id
-            phase = "aggregate_train" if train else "aggregate_evaluate"
-            log(WARNING, "%s: rejected reply from node %d: %s", phase, node, problem)
-            if self.on_reject is not None:
-                self.on_reject(node, problem)
-        return kept
+    def accepted(self, replies: Iterable[Message], *, train: bool) -> list[Message]:
+        return accepted(
+            replies,
+            phase="aggregate_train" if train else "aggregate_evaluate",
+            weight_key=self.inner.weighted_by_key,  # type: ignore[attr-defined]
+            arrays_key=self.inner.arrayrecord_key if train else None,  # type: ignore[attr-defined]
+            expected=self._expected if train else None,
+            on_reject=self.on_reject,
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self._accepted(replies, train=True)
-        return super().aggregate_train(server_round, kept)  # type: ignore[misc]
+        return self.inner.aggregate_train(server_round, self.accepted(replies, train=True))
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        kept = self._accepted(replies, train=False)
-        return super().aggregate_evaluate(server_round, kept)  # type: ignore[misc]
+        return self.inner.aggregate_evaluate(server_round, self.accepted(replies, train=False))

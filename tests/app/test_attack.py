@@ -6,7 +6,9 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch.utils.data import TensorDataset
 
-from app.attack import Attack, attack_mod, flip_labels, malicious_partitions, poison
+from app.attack import Attack, flip_labels, malicious_partitions, poison
+from flwr_privacy.mods.tamper import Tamper, tamper_mod
+from flwr_privacy.records import TAMPER_RECORD
 from tasks.base import ClientData
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -30,15 +32,13 @@ def test_malicious_partitions_are_seeded_and_counted() -> None:
 )
 def test_update_attacks(kind: str, expected: list[float]) -> None:
     sent, update = np.array([1.0, 1.0]), np.array([2.0, 0.0])
-    out = Attack(type=kind, fraction=0.5).tamper(update, sent, np.random.default_rng(0))
+    out = Attack(type=kind, fraction=0.5).tamper().tamper(update, sent, np.random.default_rng(0))
     assert out == pytest.approx(expected)
 
 
 def test_gaussian_attack_replaces_the_update_with_noise() -> None:
     sent, update = np.zeros(10_000), np.ones(10_000)
-    out = Attack(type="gaussian", fraction=0.5, noise_std=2.0).tamper(
-        update, sent, np.random.default_rng(0)
-    )
+    out = Tamper(kind="gaussian", noise_std=2.0).tamper(update, sent, np.random.default_rng(0))
     assert abs(out.mean()) < 0.1 and out.std() == pytest.approx(2.0, rel=0.05)
 
 
@@ -47,25 +47,21 @@ def test_label_flip_poisons_only_malicious_training_labels() -> None:
         train=TensorDataset(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])),
         val=TensorDataset(torch.zeros(2, 2), torch.tensor([0, 1])),
     )
-    cfg = {"attack.type": "label-flip", "attack.fraction": 0.3, "seed": 0}
-    bad = sorted(malicious_partitions(0, 0.3, 10))
-    good = next(p for p in range(10) if p not in bad)
-    flipped = poison(data, 2, cfg, (bad[0], 10))
+    flipped = poison(data, 2, _message("label-flip"))  # the server told this node
     assert flipped.train.tensors[1].tolist() == [1, 0, 0, 1]
     assert flipped.val is data.val
-    assert poison(data, 2, cfg, (good, 10)) is data
+    assert poison(data, 2, _message(None)) is data  # an honest node
+    assert poison(data, 2, _message("sign-flip")) is data  # an update attack: data stays
     assert flip_labels(data.train, 5).tensors[1].tolist() == [4, 3, 3, 4]
 
 
-def _message(partition_kind: str) -> Message:
-    cfg = ConfigRecord(
-        {"attack.type": partition_kind, "attack.fraction": 0.3, "attack.scale": 10.0,
-         "attack.noise-std": 1.0, "attack.value": 10.0, "seed": 0, "server-round": 1}
-    )  # fmt: skip
+def _message(kind: str | None) -> Message:
+    """A train message; ``kind``: the server's Tampering layer chose this node for it."""
     arrays = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
-    return Message(
-        RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=1, message_type="train"
-    )
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    if kind is not None:
+        content[TAMPER_RECORD] = Tamper(kind=kind).to_record(server_round=1)
+    return Message(content, dst_node_id=1, message_type="train")
 
 
 def _train(msg: Message, ctx: Context) -> Message:
@@ -77,13 +73,27 @@ def _train(msg: Message, ctx: Context) -> Message:
 
 
 @pytest.mark.parametrize("malicious", [True, False])
-def test_attack_mod_tampers_only_malicious_nodes(malicious: bool) -> None:
-    bad = sorted(malicious_partitions(0, 0.3, 10))
-    partition = bad[0] if malicious else next(p for p in range(10) if p not in bad)
+def test_tamper_mod_tampers_only_nodes_the_server_chose(malicious: bool) -> None:
     ctx = Context(
-        run_id=1, node_id=1, node_config={"partition-id": partition, "num-partitions": 10},
+        run_id=1, node_id=1, node_config={"partition-id": 3, "num-partitions": 10},
         state=RecordDict(), run_config={},
     )  # fmt: skip
-    reply = attack_mod(_message("sign-flip"), ctx, _train)
+    reply = tamper_mod(_message("sign-flip" if malicious else None), ctx, _train)
     expected = -1.0 if malicious else 1.0  # sign flip of update +1 around 0
     assert reply.content["arrays"]["w"].numpy() == pytest.approx([expected] * 3)
+
+
+def test_tampering_layer_marks_only_the_malicious_nodes(server_identity: None) -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    from flwr_privacy.strategy.tamper import Tampering
+
+    class TwoNodes:  # the part of Flower's Grid that FedAvg.configure_train uses
+        def get_node_ids(self) -> list[int]:
+            return [11, 12]
+
+    strategy = Tampering(FedAvg(), attack=Tamper(kind="scale"), nodes={12})
+    arrays = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    messages = strategy.configure_train(1, arrays, ConfigRecord(), TwoNodes())  # type: ignore[arg-type]
+    marked = {m.metadata.dst_node_id: TAMPER_RECORD in m.content for m in messages}
+    assert marked == {11: False, 12: True}

@@ -9,6 +9,7 @@ from flwr.app import Array, Context, Message
 
 from app.simulation import simulate
 from flwr_privacy.he import keygen
+from flwr_privacy.records import HE_RECORD
 from flwr_privacy.strategy.encrypted import EncryptedFedAvg
 from tests.clients import clients_with
 
@@ -50,7 +51,7 @@ def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
 
     def mod(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202
         if context.node_config["partition-id"] in partitions and msg.has_content():
-            msg.content["config"]["he.client-bundle"] = foreign
+            msg.content[HE_RECORD]["client-bundle"] = foreign
         return call_next(msg, context)
 
     return mod

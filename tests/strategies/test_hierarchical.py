@@ -9,11 +9,18 @@ from flwr.app import ArrayRecord
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from app.simulation import simulate
 from benchmarks import runs
-from flwr_privacy.he import EncodeSettings, Payload, decrypt_arrays, encrypt_arrays, keygen, layout_of
-from strategies import Robustness, make_strategy
+from flwr_privacy.he import (
+    EncodeSettings,
+    Payload,
+    decrypt_arrays,
+    encrypt_arrays,
+    keygen,
+    layout_of,
+)
+from flwr_privacy.strategy.box_plot import BoxPlot
 from flwr_privacy.strategy.encrypted import KeyMismatchError
 from flwr_privacy.strategy.hierarchical import assign_edges
-from flwr_privacy.strategy.box_plot import BoxPlot
+from strategies import Robustness, make_strategy
 from tests.strategies.conftest import Replies
 
 COMMON = dict(fraction_train=1.0, fraction_evaluate=0.0, min_nodes=1)

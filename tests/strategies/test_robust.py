@@ -2,17 +2,18 @@
 
 import numpy as np
 import pytest
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx
 
-from strategies import Robustness, make_strategy
 from flwr_privacy.strategy.box_plot import (
     BoxPlot,
     BoxPlotFedAvg,
+    BoxPlotFilter,
     box_filter,
     client_scores,
     coordinate_mean,
     fences,
 )
+from strategies import Robustness, make_strategy
 from tests.strategies.conftest import Replies
 
 
@@ -96,7 +97,8 @@ def test_aggregate_equals_fedavg_over_survivors(make_replies: Replies) -> None:
 def test_factory_builds_layers_and_refuses_impossible_ones() -> None:
     common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_nodes=2, num_nodes=10)
     box = Robustness(box=BoxPlot())
-    assert type(make_strategy("fedprox", robust=box, **common)).__name__ == "BoxPlotFedProx"
+    boxed = make_strategy("fedprox", robust=box, **common)
+    assert isinstance(boxed, BoxPlotFilter) and type(boxed.inner) is FedProx
     multikrum = make_strategy("multikrum", robust=Robustness(num_malicious=3), **common)
     assert multikrum.num_nodes_to_select == 7
     with pytest.raises(ValueError, match="4\\*f\\+3"):

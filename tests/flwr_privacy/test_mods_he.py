@@ -7,8 +7,10 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
-from flwr_privacy.mods.he import he_mod
 from flwr_privacy.he import EncodeSettings, KeyBundle, Payload, encrypt_arrays, is_encrypted, keygen
+from flwr_privacy.mods.he import he_mod, make_he_mod
+from flwr_privacy.records import HE_RECORD
+from flwr_privacy.settings import HeRound
 
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 10}
 
@@ -22,14 +24,19 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeyBundle, Pa
     return keys, keys.save(tmp_path_factory.mktemp("keys") / "client.json")
 
 
-def _config(backend: str = "ckks") -> ConfigRecord:
-    he = {"he.backend": backend, "he.bits": 16, "he.clip": 4.0, "he.packed": True}
-    rest = {"he.workers": 1, "he.max-count": 4, "he.weight-scale": 20, "seed": 0, "server-round": 1}
-    return ConfigRecord({**he, **rest})
+def _record(server_round: int = 1, fingerprint: str = "") -> ConfigRecord:
+    """What EncryptedFedAvg writes on its messages (the mod reads nothing else)."""
+    return HeRound(
+        backend="ckks", clip=4.0, bits=16, packed=True, workers=1, max_count=4,
+        weight_scale=20.0, weight_key="num-examples", server_round=server_round, seed=0,
+        fingerprint=fingerprint,
+    ).to_record()  # fmt: skip
 
 
-def _message(arrays: ArrayRecord, kind: str = "train", backend: str = "ckks") -> Message:
-    content = RecordDict({"arrays": arrays, "config": _config(backend)})
+def _message(arrays: ArrayRecord, kind: str = "train", he: bool = True) -> Message:
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    if he:
+        content[HE_RECORD] = _record()
     return Message(content=content, dst_node_id=1, message_type=kind)
 
 
@@ -71,11 +78,44 @@ def test_train_reply_leaves_encrypted_and_global_arrives_decrypted(bundle_path) 
     assert reply.content["metrics"]["num-examples"] == 10
 
 
-def test_plaintext_passes_when_he_is_off(bundle_path) -> None:
+def test_plaintext_passes_when_he_is_optional_and_off(bundle_path) -> None:
     seen: list = []
     plain = ArrayRecord({"w": Array(WEIGHTS["w"])})
-    reply = he_mod(_message(plain, backend="none"), _context(None), _task(seen))
-    assert not is_encrypted(reply.content["arrays"])
+    reply = make_he_mod(required=False)(_message(plain, he=False), _context(None), _task(seen))
+    assert not reply.has_error() and not is_encrypted(reply.content["arrays"])
+    assert len(seen) == 1
+
+
+def test_required_mod_refuses_a_message_without_the_server_record(bundle_path) -> None:
+    seen: list = []
+    plain = ArrayRecord({"w": Array(WEIGHTS["w"])})
+    reply = he_mod(_message(plain, he=False), _context(bundle_path[1]), _task(seen))
+    assert reply.has_error() and reply.error.code == ErrorCode.MOD_FAILED_PRECONDITION
+    assert "flwr-privacy.he" in reply.error.reason and "EncryptedFedAvg" in reply.error.reason
+    assert seen == []  # never trains (and so never sends plaintext) without the server's layer
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [("clip", None, "'clip' is missing"), ("bits", "16", "'bits' = '16' is not int"),
+     ("packed", 1, "'packed' = 1 is not bool")],
+)  # fmt: skip
+def test_incomplete_record_is_an_error_naming_the_key(bundle_path, key, value, expected) -> None:
+    msg = _message(ArrayRecord({"w": Array(WEIGHTS["w"])}))
+    if value is None:
+        del msg.content[HE_RECORD][key]
+    else:
+        msg.content[HE_RECORD][key] = value
+    reply = he_mod(msg, _context(bundle_path[1]), _task([]))
+    assert reply.has_error() and expected in reply.error.reason
+    assert "EncryptedFedAvg" in reply.error.reason
+
+
+def test_explicit_bundle_needs_no_node_config(bundle_path) -> None:
+    keys, path = bundle_path
+    mod = make_he_mod(client_bundle=path)
+    reply = mod(_message(ArrayRecord({"w": Array(WEIGHTS["w"])})), _context(None), _task([]))
+    assert Payload.from_arrays(reply.content["arrays"]).header.fingerprint == keys.fingerprint
 
 
 def test_missing_bundle_gives_an_error_reply() -> None:
@@ -113,15 +153,15 @@ def _score_query(keys: KeyBundle, chunks: list[bytes], server_round: int = 1) ->
     from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_KEY
 
     cfg = ConfigRecord(
-        {**_config(), SCORES_KEY: chunks, FINGERPRINT_KEY: keys.fingerprint,
-         "server-round": server_round}
-    )  # fmt: skip
-    return Message(RecordDict({"config": cfg}), dst_node_id=1, message_type="query.he_scores")
+        {SCORES_KEY: chunks, FINGERPRINT_KEY: keys.fingerprint, "server-round": server_round}
+    )
+    content = RecordDict({"config": cfg, HE_RECORD: _record(server_round)})
+    return Message(content, dst_node_id=1, message_type="query.he_scores")
 
 
 def test_score_query_decrypts_scalars_once_per_round(tmp_path: Path) -> None:
-    from flwr_privacy.mods.he import decrypt_scores
     from flwr_privacy.he import encrypted_scores
+    from flwr_privacy.mods.he import decrypt_scores
 
     keys = keygen("ckks", {"coeff-mod-bit-sizes": [60, 40, 40, 60], "eval-keys": True})
     path = keys.for_client().save(tmp_path / "client.json")
@@ -138,7 +178,7 @@ def test_score_query_decrypts_scalars_once_per_round(tmp_path: Path) -> None:
 
     def train(server_round: int) -> None:  # the HE mod records the rounds a node trained in
         msg = _message(ArrayRecord({"w": Array(WEIGHTS["w"])}))
-        msg.content["config"]["server-round"] = server_round
+        msg.content[HE_RECORD]["server-round"] = server_round
         assert not he_mod(msg, ctx, _task([])).has_error()
 
     train(1)
