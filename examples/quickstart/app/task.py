@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 NUM_CLASSES = 4
 SIZE = 16
-SAMPLES_PER_NODE = 160  # 128 to train, 32 to test
+SAMPLES_PER_NODE = 640  # 512 to train, 128 to test
 DATA_SEED = 2024
 
 torch.set_num_threads(1)  # small model: one thread is fastest and bit-for-bit reproducible
