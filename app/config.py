@@ -17,87 +17,8 @@ from data.partition import PARTITIONERS, PartitionSpec
 from flwr_privacy.settings import HeSettings
 from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
 from strategies import STRATEGIES, Robustness
-from strategies.factory import BUILTIN_ROBUST
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
-
-TABULAR_TASKS = ("breast-cancer", "mcsn")
-
-
-def _check_dp(dp: DpConfig, task: str, strategy: str, he: HeConfig, robust: RobustConfig,
-              hierarchy: HierarchyConfig, class_weights: str) -> None:  # fmt: skip
-    """Refuse DP settings that would not deliver the guarantee they promise."""
-    if dp.input_epsilon > 0 and task not in TABULAR_TASKS:
-        raise ConfigError(
-            f"run-config key 'dp.input-epsilon' = {dp.input_epsilon} perturbs tabular records; "
-            f"task {task!r} is not tabular (use dp.mode = 'dp-sgd' for images)"
-        )
-    if dp.input_epsilon >= dp.epsilon:
-        raise ConfigError(
-            f"run-config key 'dp.input-epsilon' = {dp.input_epsilon} must be below the whole "
-            f"budget dp.epsilon = {dp.epsilon}"
-        )
-    if dp.mode in ("dp-sgd", "laplace-sgd") and class_weights != "none":
-        raise ConfigError(
-            f"run-config key 'dp.mode' = {dp.mode!r} with mcsn.class-weights = "
-            f"{class_weights!r}: class weights come from local label counts, "
-            "which per-example clipping does not protect; set mcsn.class-weights = 'none'"
-        )
-    if dp.mode == "distributed" and (
-        not he.enabled
-        or he.server_keyed
-        or robust.filter != "none"
-        or hierarchy.enabled
-        or strategy not in ("fedavg", "fedprox")
-    ):
-        raise ConfigError(
-            "run-config key 'dp.mode' = 'distributed' splits the noise over the clients of "
-            "each sum, which is sound only if nobody sees a single update: it needs "
-            "he.backend set (server-blind), fedavg/fedprox, no robust.filter, no hierarchy.edges"
-        )
-    if dp.mode != "central":
-        return
-    if (
-        he.enabled
-        or robust.filter != "none"
-        or hierarchy.enabled
-        or strategy not in ("fedavg", "fedprox")
-    ):
-        raise ConfigError(
-            "run-config key 'dp.mode' = 'central' clips each update and noises the aggregate "
-            "on the server, so it needs plaintext fedavg/fedprox without robust.filter or "
-            "hierarchy.edges; with he.backend set use dp.mode = 'dp-sgd' or 'local' (noise "
-            "is added on the client, before encryption)"
-        )
-
-
-def _check_server_keyed(
-    he: HeConfig, task: str, own: Mapping[str, Any], dp: DpConfig, attack: Attack
-) -> None:
-    """Encrypted-model training needs a quadratic loss, its own keys and plaintext-free layers."""
-    if task != "breast-cancer" or own.get("breast-cancer.loss") != "taylor":
-        raise ConfigError(
-            "run-config key 'he.mode' = 'server-keyed' trains on the encrypted model with the "
-            "Taylor-approximated logistic loss: set task = 'breast-cancer' and "
-            "breast-cancer.loss = 'taylor'"
-        )
-    if he.backend == "ckks" and len(he.coeff_mod_bit_sizes) < 3:
-        raise ConfigError(
-            f"run-config key 'he.coeff-mod-bit-sizes' = "
-            f"'{','.join(map(str, he.coeff_mod_bit_sizes))}': server-keyed CKKS needs one "
-            "multiplicative level, e.g. '60,40,60'"
-        )
-    if he.server_bundle or he.client_bundle:
-        raise ConfigError(
-            "run-config keys 'he.server-bundle' / 'he.client-bundle' are for server-blind keys; "
-            "in server-keyed mode the server makes its own key pair and clients get none"
-        )
-    if dp.mode != "none" or attack.active:
-        raise ConfigError(
-            "run-config key 'he.mode' = 'server-keyed' does not compose with dp.mode or the "
-            "attack harness (clients return ciphertexts of the updated model only)"
-        )
-
 
 HE_BACKENDS = ("none", "ckks", "paillier")
 HE_MODES = ("server-blind", "server-keyed")
@@ -285,71 +206,6 @@ def _attack(cfg: Mapping[str, Any]) -> Attack:
     )
 
 
-def _check_layers(
-    strategy: str, he: HeConfig, robust: RobustConfig, hierarchy: HierarchyConfig
-) -> None:
-    """Refuse combinations of strategy, encryption, filtering and tiers that cannot work."""
-    if hierarchy.enabled and strategy in BUILTIN_ROBUST:
-        raise ConfigError(
-            f"run-config key 'hierarchy.edges' = {hierarchy.edges} composes with fedavg or "
-            f"fedprox only, not {strategy!r}; use robust.filter for robustness per edge"
-        )
-    filtered_tier = hierarchy.enabled and robust.filter != "none"
-    if filtered_tier and hierarchy.filter_tier != "edge":
-        if he.enabled:
-            raise ConfigError(
-                f"run-config key 'hierarchy.filter-tier' = {hierarchy.filter_tier!r} filters "
-                "edge results at the cloud, which needs plaintext; with he.backend set use 'edge'"
-            )
-        if robust.filter == "boxplot-coordinate":
-            raise ConfigError(
-                f"run-config key 'hierarchy.filter-tier' = {hierarchy.filter_tier!r}: the cloud "
-                "tier filters whole edge results; use robust.filter = 'boxplot' or tier 'edge'"
-            )
-    if strategy in BUILTIN_ROBUST and robust.filter != "none":
-        raise ConfigError(
-            f"run-config key 'robust.filter' = {robust.filter!r} composes with fedavg or "
-            f"fedprox only; strategy {strategy!r} is itself a robust aggregator"
-        )
-    if not he.enabled:
-        return
-    if he.server_keyed and (robust.filter != "none" or hierarchy.enabled):
-        raise ConfigError(
-            "run-config key 'he.mode' = 'server-keyed' decrypts on the server and averages "
-            "with fedavg/fedprox; it does not compose with robust.filter or hierarchy.edges"
-        )
-    if strategy in BUILTIN_ROBUST:
-        raise ConfigError(
-            f"run-config key 'strategy' = {strategy!r} needs plaintext updates; with "
-            "he.backend set use fedavg or fedprox (optionally with robust.filter = 'boxplot')"
-        )
-    if robust.filter == "none":
-        return
-    if he.backend == "paillier":
-        raise ConfigError(
-            "run-config key 'robust.filter' needs scores of updates the server cannot read: "
-            "Paillier ciphertexts can only be added, so it cannot compute them. Use "
-            "he.backend = 'ckks' with he.coeff-mod-bit-sizes = '60,40,40,60'"
-        )
-    if robust.filter == "boxplot-coordinate":
-        raise ConfigError(
-            "run-config key 'robust.filter' = 'boxplot-coordinate' compares every "
-            "coordinate, which CKKS cannot do; use 'boxplot' with he.backend = 'ckks'"
-        )
-    if "median-distance" in robust.scores:
-        raise ConfigError(
-            "run-config key 'robust.scores' = 'median-distance' needs a coordinate-wise "
-            "median, which CKKS cannot compute; use 'mean-distance' and/or 'norm' (or auto)"
-        )
-    if len(he.coeff_mod_bit_sizes) < 4:
-        raise ConfigError(
-            "run-config key 'he.coeff-mod-bit-sizes' = "
-            f"{','.join(map(str, he.coeff_mod_bit_sizes))!r} leaves no multiplicative level "
-            "for encrypted box-plot scores; allowed with robust.filter: two levels, "
-            "e.g. '60,40,40,60'"
-        )
-
-
 @dataclass(frozen=True)
 class AppConfig:
     """The validated run config of one run (keys in README's run-config table)."""
@@ -370,6 +226,7 @@ class AppConfig:
     seed: int
     output_dir: str
     round_timeout: float
+    max_empty_rounds: int
     he: HeConfig
     robust: RobustConfig
     hierarchy: HierarchyConfig
@@ -383,7 +240,6 @@ class AppConfig:
         strategy, he = choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
         hierarchy = HierarchyConfig.from_run_config(cfg)
-        _check_layers(strategy, he, robust, hierarchy)
         task = choice(cfg, "task", TASK_NAMES)
         own = task_config(task, cfg)
         try:
@@ -392,11 +248,20 @@ class AppConfig:
             dp = DpConfig.from_run_config(cfg)
         except ValueError as e:
             raise ConfigError(str(e)) from e
-        _check_dp(dp, task, strategy, he, robust, hierarchy,
-                  getattr(weights, "class_weights", "none"))  # fmt: skip
         attack = _attack(cfg)
-        if he.server_keyed:
-            _check_server_keyed(he, task, own, dp, attack)
+        from app.layers import Layers, problem  # server side only: loads the HE layers
+
+        why = problem(Layers(
+            task=task, strategy=strategy, he_backend=he.backend, he_mode=he.mode,
+            coeff_mod_bit_sizes=he.coeff_mod_bit_sizes,
+            own_keys=bool(he.server_bundle or he.client_bundle), filter=robust.filter,
+            scores=robust.scores, edges=hierarchy.edges, filter_tier=hierarchy.filter_tier,
+            dp_mode=dp.mode, input_epsilon=dp.input_epsilon, epsilon=dp.epsilon,
+            class_weights=getattr(weights, "class_weights", "none"),
+            taylor_loss=own.get("breast-cancer.loss") == "taylor", attack=attack.active,
+        ))  # fmt: skip
+        if why is not None:
+            raise ConfigError(why)
         out = cls(
             task=task,
             num_server_rounds=number(cfg, "num-server-rounds", int, *positive_int),
@@ -418,6 +283,7 @@ class AppConfig:
                 cfg, "output-dir", str, lambda v: bool(v.strip()), "a non-empty path"
             ),
             round_timeout=number(cfg, "round-timeout", float, lambda v: v > 0, "a float > 0"),
+            max_empty_rounds=number(cfg, "max-empty-rounds", int, *positive_int),
             he=he,
             robust=robust,
             hierarchy=hierarchy,

@@ -27,6 +27,7 @@ from flwr_privacy.dp import DELTA_KEY, EPSILON_KEY
 from flwr_privacy.he import Payload, is_encrypted, save_payload
 from flwr_privacy.settings import handles_ciphertext
 from flwr_privacy.strategy.box_plot import FilterReport
+from flwr_privacy.strategy.guard import NoContributionError
 
 # What a DP client released in a round (reply metrics): kept per client, never averaged.
 RELEASE_KEYS = ("dp-noise-multiplier", "dp-sample-rate", "dp-steps", "dp-round-epsilon")
@@ -118,6 +119,23 @@ class RunRecorder:
     def reject(self, node_id: int, reason: str) -> None:
         """Record a reply the strategy refused to aggregate in this round."""
         self._rejected.append({"node-id": node_id, "reason": f"rejected: {reason}"})
+
+    def rejections(self) -> dict[int, str]:
+        """This round's refused replies so far: node id -> reason (``StopOnEmptyRounds``)."""
+        return {r["node-id"]: r["reason"] for r in self._rejected}
+
+    def no_contribution(self, error: NoContributionError) -> None:
+        """Close the round the run stopped in; record per round and node why nothing counted."""
+        last, final = error.rounds[-1], self.data["final"]
+        if not any(r["round"] == last for r in self.data["rounds"]):
+            self._close_round(last, None)  # its failures, bytes and seconds
+            self.data["final"] = final  # the last model that was evaluated
+        self.data["no-contribution"] = {
+            "rounds": error.rounds,
+            "limit": error.limit,
+            "reasons": {str(r): {str(n): why for n, why in sorted(nodes.items())}
+                        for r, nodes in sorted(error.reasons.items())},
+        }  # fmt: skip
 
     def nodes(
         self,
@@ -280,6 +298,7 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = results["rounds"]
     xs = [r["round"] for r in rounds]
@@ -300,13 +319,33 @@ def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    task = results.get("config", {}).get("task", "")
-    strategy = results.get("config", {}).get("strategy", "")
-    fig.suptitle(f"{task} / {strategy}")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+    fig.suptitle(run_title(results))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def run_title(results: Mapping[str, Any]) -> str:
+    """The plot's title: task / strategy, then each layer the run used (from results.json)."""
+    cfg = results.get("config", {})
+    layers = [f"{cfg.get('task', '')} / {cfg.get('strategy', '')}"]
+    if cfg.get("he.backend", "none") != "none":
+        layers.append(f"HE {cfg['he.backend']} {cfg.get('he.mode', 'server-blind')}")
+    # SecAgg: its layer goes here, once the app has a run-config key for it.
+    if cfg.get("robust.filter", "none") != "none":
+        layers.append(f"filter {cfg['robust.filter']}")
+    if int(cfg.get("hierarchy.edges", 0)) > 0:
+        layers.append(f"{cfg['hierarchy.edges']} edges")
+    if cfg.get("dp.mode", "none") != "none":
+        privacy = results.get("privacy", {})
+        budget = privacy.get("budget-epsilon", cfg.get("dp.epsilon"))
+        spent = privacy.get("epsilon-max")
+        eps = f"ε {budget:g}" if spent is None else f"ε {spent:.2f} of {budget:g}"
+        layers.append(f"DP {cfg['dp.mode']} {eps}")
+    return " | ".join(layers if len(layers) > 1 else [*layers, "no privacy layers"])
 
 
 def _plot_epsilon(ax: Any, results: Mapping[str, Any]) -> None:

@@ -24,6 +24,7 @@ from flwr.app import (
 )
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
@@ -50,6 +51,7 @@ from flwr_privacy.dp import PrivacyLedger, planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
+from flwr_privacy.strategy.guard import NoContributionError, StopOnEmptyRounds
 from flwr_privacy.strategy.hierarchical import assign_edges
 from flwr_privacy.strategy.server_keyed import ServerKeyedModel
 from flwr_privacy.strategy.tamper import Tampering
@@ -62,7 +64,11 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point used by ``flwr run``."""
+    """Entry point used by ``flwr run``.
+
+    A failed run (invalid config, ``NoContributionError``, any crash) raises out of
+    here after results.json is written, so the ServerApp exits non-zero.
+    """
     try:
         run_server(grid, context.run_config, run_id=context.run_id)
     except ConfigError as e:
@@ -86,6 +92,11 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
     except BudgetsExhausted as e:  # a clean end: every finished round is on disk
         log(WARNING, "run_server: stopping early: %s", e)
         status, recorder.data["stopped"] = "stopped", str(e)
+    except NoContributionError as e:  # nothing trained: fail loudly, with each node's reason
+        recorder.no_contribution(e)
+        recorder.finish("failed", error=f"{type(e).__name__}: {e}")
+        log(ERROR, "run_server: run failed, results in %s: %s", recorder.path, e)
+        raise
     except BaseException as e:
         recorder.finish("failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -162,7 +173,7 @@ def _train(
         strategy = Tampering(strategy, attack=cfg.attack.tamper(), nodes=bad_nodes)
     if cfg.he.server_keyed:
         strategy = ServerKeyedModel(strategy, bundle=bundle, on_reject=recorder.reject)
-    strategy = with_privacy(strategy, cfg, recorder, nodes)
+    strategy = guarded(with_privacy(strategy, cfg, recorder, nodes), cfg, recorder)
     central = None
     if blind is None:
         central = central_evaluation(task, model)
@@ -177,6 +188,11 @@ def _train(
         evaluate_fn=recorder.evaluate_fn(central),
         timeout=cfg.round_timeout,
     )
+
+
+def guarded(strategy: Strategy, cfg: AppConfig, recorder: RunRecorder) -> StopOnEmptyRounds:
+    """Fail the run after ``max-empty-rounds`` rounds in a row that no client contributed to."""
+    return StopOnEmptyRounds(strategy, cfg.max_empty_rounds, rejections=recorder.rejections)
 
 
 def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: int) -> Any:

@@ -18,7 +18,7 @@ message in a deployment, pays only for the layers it uses.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -52,8 +52,12 @@ _EXPORTS: dict[str, str] = {
     "BudgetGuard": "flwr_privacy.strategy.budget",
     "LedgeredCentralDp": "flwr_privacy.strategy.central_dp",
     "PrivacyLedger": "flwr_privacy.dp.ledger",
+    "StopOnEmptyRounds": "flwr_privacy.strategy.guard",
+    "NoContributionError": "flwr_privacy.strategy.guard",
     # attack harness (experiments only)
-    "make_tamper_mod": "flwr_privacy.mods.tamper",
+    "Tamper": "flwr_privacy.mods.tamper",
+    "tamper_mod": "flwr_privacy.mods.tamper",
+    "Tampering": "flwr_privacy.strategy.tamper",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -69,14 +73,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from flwr_privacy.keys import deal_keys, decrypt_model
-    from flwr_privacy.mods.he import decrypt_scores, he_mod, make_he_mod
-    from flwr_privacy.settings import HeSettings, handles_ciphertext
-    from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFedAvg, BoxPlotFilter
-    from flwr_privacy.strategy.encrypted import EncryptedFedAvg, EncryptedFedProx
-    from flwr_privacy.strategy.hierarchical import Hierarchical
-    from flwr_privacy.strategy.validation import Validated
-    from flwr_privacy.strategy.wrapper import StrategyWrapper

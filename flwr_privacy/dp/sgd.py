@@ -8,6 +8,7 @@ The sample rate and step count are Opacus' own (``1 / len(loader)`` and
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -20,6 +21,26 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flwr_privacy.dp.ledger import GaussianStep
+
+
+def _drop_opacus_root_handler() -> None:
+    """Remove the root handler ``opacus.utils.module_utils`` adds with ``basicConfig``.
+
+    Flower's logger has its own handler and propagates, so with Opacus' handler on the
+    root every Flower line prints twice. Only a handler with Opacus' exact format goes.
+    """
+    for handler in list(logging.root.handlers):
+        fmt = handler.formatter
+        if (
+            type(handler) is logging.StreamHandler
+            and fmt is not None
+            and fmt._fmt == "%(asctime)s:%(levelname)s:%(message)s"
+            and fmt.datefmt == "%m/%d/%Y %H:%M:%S"
+        ):
+            logging.root.removeHandler(handler)
+
+
+_drop_opacus_root_handler()  # opacus is imported by now (here and by ledger.py before)
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch")
 

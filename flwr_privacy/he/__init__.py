@@ -1,40 +1,58 @@
-"""Homomorphic encryption for aggregation: key bundles, tagged payloads, CKKS and Paillier."""
+"""Homomorphic encryption for aggregation: key bundles, tagged payloads, CKKS and Paillier.
 
-from flwr_privacy.he.bundle import BACKENDS, BundleError, KeyBundle, load_bundle
-from flwr_privacy.he.codec import (
+Importing this package loads neither TenSEAL nor phe: a scheme's backend module
+is imported the first time a bundle or payload of that scheme is used
+(``backend_for``).
+"""
+
+from flwr_privacy.he.backend import (
+    Backend,
     EncodeSettings,
+    backend_for,
+    backend_names,
+    register_backend,
+)
+from flwr_privacy.he.bundle import BACKENDS, BundleError, KeyBundle, load_bundle
+from flwr_privacy.he.check import check_compatible, check_contribution, validate_payload
+from flwr_privacy.he.codec import (
     aggregate,
-    check_compatible,
     decrypt_arrays,
     encrypt_arrays,
     encrypted_scores,
     layout_of,
     score_bound,
-    validate_payload,
 )
-from flwr_privacy.he.payload import Payload, PayloadError, is_encrypted, load_payload, save_payload
+from flwr_privacy.he.payload import (
+    KeyMismatchError,
+    Payload,
+    PayloadError,
+    is_encrypted,
+    load_payload,
+    save_payload,
+)
 
 
 def keygen(backend: str, params: dict | None = None) -> KeyBundle:
     """A fresh client bundle (with secret key) for ``backend``."""
-    from flwr_privacy.he import ckks, paillier
-
-    if backend == "ckks":
-        return ckks.keygen(params)
-    if backend == "paillier":
-        return paillier.keygen(params)
-    raise BundleError(f"unknown HE backend {backend!r}; allowed: {BACKENDS}")
+    if backend not in backend_names():
+        raise BundleError(f"unknown HE backend {backend!r}; allowed: {backend_names()}")
+    return backend_for(backend).keygen(params)
 
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "BundleError",
     "EncodeSettings",
     "KeyBundle",
+    "KeyMismatchError",
     "Payload",
     "PayloadError",
     "aggregate",
+    "backend_for",
+    "backend_names",
     "check_compatible",
+    "check_contribution",
     "decrypt_arrays",
     "encrypt_arrays",
     "encrypted_scores",
@@ -44,6 +62,7 @@ __all__ = [
     "layout_of",
     "load_bundle",
     "load_payload",
+    "register_backend",
     "save_payload",
     "validate_payload",
 ]

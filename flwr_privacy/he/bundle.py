@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from flwr_privacy.he.backend import backend_names
+
 FORMAT = "flower-flwr_privacy/he-bundle/1"
-BACKENDS = ("ckks", "paillier")
+BACKENDS = backend_names()  # the built-in schemes; ``register_backend`` adds more
 
 
 class BundleError(ValueError):
@@ -42,8 +44,8 @@ class KeyBundle:
     evaluation: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise BundleError(f"unknown HE backend {self.backend!r}; allowed: {BACKENDS}")
+        if self.backend not in backend_names():
+            raise BundleError(f"unknown HE backend {self.backend!r}; allowed: {backend_names()}")
 
     @property
     def fingerprint(self) -> str:

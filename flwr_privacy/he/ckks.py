@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
+from flwr_privacy.he.backend import EncodeSettings
 from flwr_privacy.he.bundle import BundleError, KeyBundle
-from flwr_privacy.he.payload import PayloadError
+from flwr_privacy.he.payload import Header, PayloadError
 
 DEFAULTS: dict[str, Any] = {
     "poly-modulus-degree": 8192,
@@ -109,6 +110,40 @@ def load_vector(ctx: ts.Context, chunk: bytes, index: int) -> ts.CKKSVector:
         raise PayloadError(f"CKKS chunk {index} is not a valid ciphertext ({e})") from e
 
 
+def check_vector(vector: ts.CKKSVector, bundle: KeyBundle, index: int, values: int) -> None:
+    """Refuse a ciphertext a fresh encryption of ``values`` values would not be.
+
+    One SEAL ciphertext of two polynomials at the top level and the bundle's
+    scale: anything else (a rescaled, multiplied or resized vector) could not be
+    added to the other clients' ciphertexts and would fail the whole round.
+    """
+    parts = vector.ciphertext()
+    levels = len(bundle.params["coeff-mod-bit-sizes"]) - 1
+    fresh = len(parts) == 1 and (
+        parts[0].size() == 2
+        and parts[0].coeff_modulus_size() == levels
+        and parts[0].poly_modulus_degree() == int(bundle.params["poly-modulus-degree"])
+        and parts[0].scale == 2.0 ** int(bundle.params["scale-bits"])
+        and parts[0].is_ntt_form()
+        and not parts[0].is_transparent()
+    )
+    if not fresh:
+        raise PayloadError(f"CKKS chunk {index} is not a fresh ciphertext of these parameters")
+    if vector.size() != values:
+        raise PayloadError(f"CKKS chunk {index} holds {vector.size()} values, not {values}")
+
+
+def check_chunks(chunks: list[bytes], bundle: KeyBundle, size: int) -> None:
+    """Every chunk a well-formed ciphertext of ``slots`` values (the last: the rest)."""
+    n = slots(bundle)
+    expected = -(-size // n)
+    if len(chunks) != expected:
+        raise PayloadError(f"payload holds {len(chunks)} ciphertexts, its layout needs {expected}")
+    ctx = context(bundle, secret=False)
+    for i, chunk in enumerate(chunks):
+        check_vector(load_vector(ctx, chunk, i), bundle, i, min(n, size - i * n))
+
+
 def add(chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
     """Element-wise sum of several clients' ciphertexts, with public material only."""
     ctx = context(bundle, secret=False)
@@ -193,3 +228,53 @@ def decrypt_scalars(chunks: list[bytes], bundle: KeyBundle) -> list[float]:
             raise PayloadError(f"score {i} holds {vector.size()} values, not one scalar")
         out.append(float(vector.decrypt()[0]))
     return out
+
+
+class Ckks:
+    """The CKKS backend (TenSEAL): adds and multiplies ciphertexts."""
+
+    name = "ckks"
+    multiplies = True
+
+    def keygen(self, params: dict[str, Any] | None = None) -> KeyBundle:
+        return keygen(params)
+
+    def encoding(self, bundle: KeyBundle, settings: EncodeSettings) -> dict[str, Any]:
+        return {}
+
+    def encrypt(
+        self,
+        values: np.ndarray,
+        bundle: KeyBundle,
+        settings: EncodeSettings,
+        rng: np.random.Generator,
+    ) -> list[bytes]:
+        return encrypt(values, bundle)
+
+    def check_chunks(self, chunks: list[bytes], bundle: KeyBundle, header: Header) -> None:
+        check_chunks(chunks, bundle, header.layout.size)
+
+    def add(self, chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
+        return add(chunk_lists, bundle)
+
+    def decrypt(
+        self, chunks: list[bytes], bundle: KeyBundle, header: Header, *, workers: int = 1
+    ) -> np.ndarray:
+        return decrypt(chunks, bundle, header.layout.size)
+
+    def scores(
+        self,
+        chunk_lists: list[list[bytes]],
+        weights: list[float],
+        bundle: KeyBundle,
+        size: int,
+        *,
+        center: list[bytes] | np.ndarray | None = None,
+        center_weight: float = 1.0,
+    ) -> list[bytes]:
+        return deviation_scores(
+            chunk_lists, weights, bundle, size, center=center, center_weight=center_weight
+        )
+
+
+BACKEND = Ckks()

@@ -8,30 +8,17 @@ any update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from flwr_privacy.he import ckks, paillier
+from flwr_privacy.he.backend import EncodeSettings, backend_for
 from flwr_privacy.he.bundle import KeyBundle
+from flwr_privacy.he.check import check_compatible
 from flwr_privacy.he.payload import Header, Layout, Payload, PayloadError
-from flwr_privacy.he.quantize import clip, dequantize_sum, quantize
+from flwr_privacy.he.quantize import clip
 
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    """Per-round encoding choices the server sends to every client.
-
-    ``clip`` bounds every plaintext value; ``bits``, ``max_count`` (clients in
-    the round) and ``packed`` shape Paillier slots; ``workers`` is how many
-    processes a client may use for Paillier.
-    """
-
-    clip: float = 4.0
-    bits: int = 16
-    max_count: int = 10
-    packed: bool = True
-    workers: int = 1
+__all__ = ["EncodeSettings"]  # re-exported: the settings live with the backend protocol
 
 
 def layout_of(arrays: dict[str, np.ndarray]) -> Layout:
@@ -65,19 +52,9 @@ def encrypt_arrays(
     layout, flat = flatten(arrays)
     clipped, n_clipped = clip(flat, settings.clip)
     y = clipped * weight
-    extra: dict[str, object] = {"clip": settings.clip}
-    if bundle.backend == "ckks":
-        chunks = ckks.encrypt(y, bundle)
-    else:
-        packing = paillier.Packing.plan(
-            key_bits=int(bundle.params["key-bits"]),
-            bits=settings.bits,
-            max_count=settings.max_count,
-            packed=settings.packed,
-        )
-        u = quantize(y, bound=settings.clip, bits=settings.bits, rng=rng or np.random.default_rng())
-        chunks = paillier.encrypt(u, bundle, packing, workers=settings.workers)
-        extra.update(packing=packing.as_dict(), max_count=settings.max_count)
+    backend = backend_for(bundle.backend)
+    chunks = backend.encrypt(y, bundle, settings, rng or np.random.default_rng())
+    extra = {"clip": float(settings.clip), **backend.encoding(bundle, settings)}
     header = Header(
         scheme=bundle.backend,
         params=bundle.params,
@@ -88,40 +65,6 @@ def encrypt_arrays(
         extra=extra,
     )
     return Payload(header=header, chunks=tuple(chunks))
-
-
-def check_compatible(payload: Payload, bundle: KeyBundle) -> None:
-    """Refuse a payload made with another scheme, parameters or key generation."""
-    h = payload.header
-    if h.scheme != bundle.backend:
-        raise PayloadError(f"payload scheme {h.scheme!r} but this party uses {bundle.backend!r}")
-    if h.fingerprint != bundle.fingerprint:
-        raise PayloadError(
-            f"payload was encrypted under key {h.fingerprint}, this party holds key "
-            f"{bundle.fingerprint} (server and clients use different key generations)"
-        )
-    if h.params != bundle.params:
-        raise PayloadError(f"payload parameters {h.params} differ from the key's {bundle.params}")
-
-
-def validate_payload(payload: Payload, *, bundle: KeyBundle) -> None:
-    """Check tag, chunk count and every ciphertext's form before it meets others.
-
-    Run on each client payload, so one truncated or garbage reply is refused on
-    its own instead of failing the sum of a whole round.
-    """
-    check_compatible(payload, bundle)
-    h = payload.header
-    if bundle.backend == "ckks":
-        per_ct = ckks.slots(bundle)
-        ckks.add([list(payload.chunks)], bundle)  # deserializes every ciphertext
-        n_cts = len(payload.chunks)
-    else:
-        per_ct = paillier.Packing.from_dict(h.extra["packing"]).per_ct
-        n_cts = paillier.count_ciphertexts(list(payload.chunks), bundle)
-    expected = -(-h.layout.size // per_ct)
-    if n_cts != expected:
-        raise PayloadError(f"payload holds {n_cts} ciphertexts, its layout needs {expected}")
 
 
 def aggregate(payloads: list[Payload], *, bundle: KeyBundle) -> Payload:
@@ -137,8 +80,12 @@ def aggregate(payloads: list[Payload], *, bundle: KeyBundle) -> Payload:
     max_count = first.extra.get("max_count")
     if max_count is not None and count > int(max_count):
         raise PayloadError(f"{count} contributions exceed the {max_count} the slots have room for")
-    add = ckks.add if bundle.backend == "ckks" else paillier.add
-    chunks = add([list(p.chunks) for p in payloads], bundle)
+    try:
+        chunks = backend_for(bundle.backend).add([list(p.chunks) for p in payloads], bundle)
+    except PayloadError:
+        raise
+    except Exception as e:  # the scheme's library refused the sum: never crash the caller
+        raise PayloadError(f"cannot add the ciphertexts ({type(e).__name__}: {e})") from e
     header = replace(
         first,
         count=count,
@@ -154,15 +101,7 @@ def decrypt_arrays(
     """Decrypt a (summed) payload into the weighted mean of its contributions."""
     check_compatible(payload, bundle)
     h = payload.header
-    size = h.layout.size
-    if bundle.backend == "ckks":
-        total = ckks.decrypt(list(payload.chunks), bundle, size)
-    else:
-        packing = paillier.Packing.from_dict(h.extra["packing"])
-        sums = paillier.decrypt(list(payload.chunks), bundle, packing, size, workers=workers)
-        if np.any(sums > np.uint64(h.count * (2**packing.bits - 1))):
-            raise PayloadError("a slot exceeds its range: some contribution was out of range")
-        total = dequantize_sum(sums, bound=float(h.extra["clip"]), bits=packing.bits, count=h.count)
+    total = backend_for(bundle.backend).decrypt(list(payload.chunks), bundle, h, workers=workers)
     return unflatten(total / h.weight, h.layout)
 
 
@@ -191,9 +130,11 @@ def encrypted_scores(
     this with the evaluation keys and never decrypts; a key holder decrypts the
     returned scalars, each ``||u_i - c||^2 / d``.
     """
-    if bundle.backend != "ckks":
+    backend = backend_for(bundle.backend)
+    if not backend.multiplies:
         raise PayloadError(
-            "encrypted scores need ciphertext multiplication; Paillier only adds ciphertexts"
+            "encrypted scores need ciphertext multiplication; "
+            f"{bundle.backend.capitalize()} only adds ciphertexts"
         )
     for p in payloads:
         check_compatible(p, bundle)
@@ -203,16 +144,16 @@ def encrypted_scores(
     out = {}
     for kind in kinds:
         if kind == "mean-distance":
-            out[kind] = ckks.deviation_scores(chunks, weights, bundle, size)
+            out[kind] = backend.scores(chunks, weights, bundle, size)
         elif kind == "norm" and isinstance(reference, Payload):
             check_compatible(reference, bundle)
-            out[kind] = ckks.deviation_scores(
+            out[kind] = backend.scores(
                 chunks, weights, bundle, size,
                 center=list(reference.chunks), center_weight=reference.header.weight,
             )  # fmt: skip
         elif kind == "norm":  # plaintext round-1 model, flattened in the payloads' order
             _, flat = flatten({k: reference[k] for k in payloads[0].header.layout.names})
-            out[kind] = ckks.deviation_scores(chunks, weights, bundle, size, center=flat)
+            out[kind] = backend.scores(chunks, weights, bundle, size, center=flat)
         else:
             raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")
     return out

@@ -25,9 +25,10 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
+from flwr_privacy.he.backend import EncodeSettings
 from flwr_privacy.he.bundle import KeyBundle
-from flwr_privacy.he.payload import PayloadError
-from flwr_privacy.he.quantize import headroom_bits
+from flwr_privacy.he.payload import Header, PayloadError
+from flwr_privacy.he.quantize import dequantize_sum, headroom_bits, quantize
 
 DEFAULTS: dict[str, Any] = {"key-bits": 2048}
 CTS_PER_CHUNK = 1024
@@ -186,6 +187,22 @@ def count_ciphertexts(chunks: list[bytes], bundle: KeyBundle) -> int:
     return len(from_chunks(chunks, bundle))
 
 
+def check_chunks(chunks: list[bytes], bundle: KeyBundle, size: int, packing: Packing) -> None:
+    """Exactly the chunks ``to_chunks`` makes for ``size`` values: full ones, then the rest."""
+    n_cts = -(-size // packing.per_ct)
+    full = CTS_PER_CHUNK * _width(bundle)
+    expected = [full] * (n_cts // CTS_PER_CHUNK)
+    if n_cts % CTS_PER_CHUNK:
+        expected.append((n_cts % CTS_PER_CHUNK) * _width(bundle))
+    got = [len(c) for c in chunks]
+    if got != expected:
+        raise PayloadError(
+            f"payload chunks hold {sum(got)} bytes in {len(got)} chunks; its layout needs "
+            f"{n_cts} ciphertexts of {_width(bundle)} bytes in {len(expected)} chunks"
+        )
+    from_chunks(chunks, bundle)  # every ciphertext in Z*_(n^2)
+
+
 def encrypt(u: np.ndarray, bundle: KeyBundle, packing: Packing, *, workers: int = 1) -> list[bytes]:
     """Encrypt quantized integers (client side; packed mode uses the secret key's CRT)."""
     priv = _private(bundle.public, bundle.require_secret("Paillier encryption"))
@@ -229,3 +246,77 @@ def decrypt(
     blocks = [(priv.public_key.n, priv.p, priv.q, b) for b in _split(cts, n_workers)]
     plaintexts = [m for block in _map_blocks(_decrypt_block, blocks, n_workers) for m in block]
     return unpack(plaintexts, packing, size)
+
+
+def _packing(header: Header) -> Packing:
+    try:
+        return Packing.from_dict(header.extra["packing"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PayloadError(f"payload header has no valid Paillier packing ({e!r})") from e
+
+
+class PaillierBackend:
+    """The packed Paillier backend (phe): adds ciphertexts only."""
+
+    name = "paillier"
+    multiplies = False
+
+    def keygen(self, params: dict[str, Any] | None = None) -> KeyBundle:
+        return keygen(params)
+
+    def plan(self, bundle: KeyBundle, settings: EncodeSettings) -> Packing:
+        return Packing.plan(
+            key_bits=int(bundle.params["key-bits"]),
+            bits=settings.bits,
+            max_count=settings.max_count,
+            packed=settings.packed,
+        )
+
+    def encoding(self, bundle: KeyBundle, settings: EncodeSettings) -> dict[str, Any]:
+        return {"packing": self.plan(bundle, settings).as_dict(), "max_count": settings.max_count}
+
+    def encrypt(
+        self,
+        values: np.ndarray,
+        bundle: KeyBundle,
+        settings: EncodeSettings,
+        rng: np.random.Generator,
+    ) -> list[bytes]:
+        u = quantize(values, bound=settings.clip, bits=settings.bits, rng=rng)
+        return encrypt(u, bundle, self.plan(bundle, settings), workers=settings.workers)
+
+    def check_chunks(self, chunks: list[bytes], bundle: KeyBundle, header: Header) -> None:
+        packing = _packing(header)
+        if packing.per_ct < 1:
+            raise PayloadError(f"payload packing has {packing.per_ct} values per ciphertext")
+        check_chunks(chunks, bundle, header.layout.size, packing)
+
+    def add(self, chunk_lists: list[list[bytes]], bundle: KeyBundle) -> list[bytes]:
+        return add(chunk_lists, bundle)
+
+    def decrypt(
+        self, chunks: list[bytes], bundle: KeyBundle, header: Header, *, workers: int = 1
+    ) -> np.ndarray:
+        packing = _packing(header)
+        sums = decrypt(chunks, bundle, packing, header.layout.size, workers=workers)
+        if np.any(sums > np.uint64(header.count * (2**packing.bits - 1))):
+            raise PayloadError("a slot exceeds its range: some contribution was out of range")
+        clip = float(header.extra["clip"])
+        return dequantize_sum(sums, bound=clip, bits=packing.bits, count=header.count)
+
+    def scores(
+        self,
+        chunk_lists: list[list[bytes]],
+        weights: list[float],
+        bundle: KeyBundle,
+        size: int,
+        *,
+        center: list[bytes] | np.ndarray | None = None,
+        center_weight: float = 1.0,
+    ) -> list[bytes]:
+        raise PayloadError(
+            "encrypted scores need ciphertext multiplication; Paillier only adds ciphertexts"
+        )
+
+
+BACKEND = PaillierBackend()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,35 @@ CHUNK_STYPE = "flower-flwr_privacy/he-ciphertext"
 
 class PayloadError(ValueError):
     """A payload is malformed, truncated, or made with other keys or parameters."""
+
+
+class KeyMismatchError(PayloadError):
+    """A payload was encrypted under another key generation than the one this party holds."""
+
+
+def _int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PayloadError(f"payload header field {what} must be an integer, got {value!r:.40}")
+    return value
+
+
+def _real(value: object, what: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise PayloadError(f"payload header field {what} must be a finite number, got {value!r:.40}")
+
+
+def _typed(value: object, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise PayloadError(
+            f"payload header field {what} must be a {kind.__name__}, got {value!r:.40}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,12 +81,23 @@ class Layout:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Layout:
-        return cls(
-            names=tuple(str(n) for n in raw["names"]),
-            shapes=tuple(tuple(int(d) for d in s) for s in raw["shapes"]),
-            dtypes=tuple(str(t) for t in raw["dtypes"]),
+    def from_dict(cls, raw: object) -> Layout:
+        """The layout of a header, every field type-checked (raises ``PayloadError``)."""
+        fields: dict[str, Any] = _typed(raw, dict, "layout")
+        names = _typed(fields.get("names"), list, "layout.names")
+        shapes = _typed(fields.get("shapes"), list, "layout.shapes")
+        dtypes = _typed(fields.get("dtypes"), list, "layout.dtypes")
+        if not len(names) == len(shapes) == len(dtypes):
+            raise PayloadError("payload layout has names, shapes and dtypes of different lengths")
+        dims = [_typed(s, list, "layout.shapes[i]") for s in shapes]
+        layout = cls(
+            names=tuple(_typed(n, str, "layout.names[i]") for n in names),
+            shapes=tuple(tuple(_int(d, "layout.shapes[i][j]") for d in s) for s in dims),
+            dtypes=tuple(_typed(t, str, "layout.dtypes[i]") for t in dtypes),
         )
+        if any(d < 0 for s in layout.shapes for d in s):
+            raise PayloadError("payload layout has a negative dimension")
+        return layout
 
 
 @dataclass(frozen=True)
@@ -94,20 +135,26 @@ class Header:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Header:
+        """Parse a header; every field must have its type (no coercion), else ``PayloadError``."""
         try:
             raw = json.loads(data.decode())
-            header = cls(
-                scheme=str(raw["scheme"]),
-                params=dict(raw["params"]),
-                fingerprint=str(raw["fingerprint"]),
-                layout=Layout.from_dict(raw["layout"]),
-                count=int(raw["count"]),
-                weight=float(raw["weight"]),
-                clipped=int(raw["clipped"]),
-                extra=dict(raw.get("extra", {})),
-            )
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise PayloadError(f"unreadable payload header ({e})") from e
+        raw = _typed(raw, dict, "(header)")
+        missing = {"scheme", "params", "fingerprint", "layout", "count", "weight", "clipped"}
+        missing -= set(raw)
+        if missing:
+            raise PayloadError(f"payload header lacks {sorted(missing)}")
+        header = cls(
+            scheme=_typed(raw["scheme"], str, "scheme"),
+            params=_typed(raw["params"], dict, "params"),
+            fingerprint=_typed(raw["fingerprint"], str, "fingerprint"),
+            layout=Layout.from_dict(raw["layout"]),
+            count=_int(raw["count"], "count"),
+            weight=_real(raw["weight"], "weight"),
+            clipped=_int(raw["clipped"], "clipped"),
+            extra=_typed(raw.get("extra", {}), dict, "extra"),
+        )
         if header.count < 1 or not header.weight > 0:
             raise PayloadError(f"payload header has count {header.count}, weight {header.weight}")
         return header

@@ -24,23 +24,27 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from flwr_privacy.he import (
     KeyBundle,
+    KeyMismatchError,
     Payload,
     PayloadError,
     aggregate,
+    check_contribution,
     is_encrypted,
     layout_of,
     load_bundle,
-    validate_payload,
 )
 from flwr_privacy.keys import deal_keys
 from flwr_privacy.records import HE_RECORD, attach
 from flwr_privacy.settings import HeRound, HeSettings
-from flwr_privacy.strategy.validation import ReplyValidation, reply_weight
+from flwr_privacy.strategy.validation import ReplyValidation, reply_problem, reply_weight
 from flwr_privacy.strategy.wrapper import check_evaluate_fn
 
 
-class KeyMismatchError(RuntimeError):
-    """Every reply of a round was made under another key generation than the server's."""
+class AllKeysMismatched(RuntimeError):
+    """Every reply of a round was made under another key generation than the server's.
+
+    Ends the run (no round can succeed); one bad reply is only refused (``KeyMismatchError``).
+    """
 
 
 class EncryptedAggregation(ReplyValidation):
@@ -171,21 +175,20 @@ class EncryptedAggregation(ReplyValidation):
         return attach(messages, HE_RECORD, record)
 
     def _check(self, payload: Payload) -> None:
-        """Refuse a payload this round's sum cannot take, before it meets the others."""
-        validate_payload(payload, bundle=self.bundle)
-        h = payload.header
-        if h.count != 1:
-            raise PayloadError(f"a client payload must hold 1 contribution, not {h.count}")
-        if h.layout != self._layout:
-            raise PayloadError("its arrays (names, shapes, dtypes) differ from the global model")
-        if not 0 < h.weight <= 1:
-            raise PayloadError(f"its weight {h.weight} is outside (0, 1]")
-        if h.extra.get("clip") != self._clip:
-            raise PayloadError(f"it was clipped to {h.extra.get('clip')}, not to {self._clip}")
+        """Refuse a payload this round's sum cannot take, before it meets the others.
+
+        Every header field is compared with this server's own expectations: its
+        key, the global model's layout, its clip and encoding settings (the
+        Paillier packing plan), the weight bounds and one contribution.
+        """
+        check_contribution(
+            payload, bundle=self.bundle, settings=self._settings, layout=self._layout
+        )
 
     def _payloads(
         self, replies: Iterable[Message]
     ) -> tuple[list[Message], list[Payload], list[str]]:
+        """The replies whose payloads pass ``_check``; any failure refuses that reply only."""
         kept, payloads, mismatches = [], [], []
         for reply in replies:
             if reply.has_error():
@@ -198,14 +201,20 @@ class EncryptedAggregation(ReplyValidation):
                 continue
             node = reply.metadata.src_node_id
             try:
-                payload = Payload.from_arrays(reply.content.array_records[self.arrayrecord_key])  # type: ignore[attr-defined]
+                problem = reply_problem(
+                    reply.content, weight_key=self.weighted_by_key, arrays_key=None, expected=None
+                )
+                if problem is not None:
+                    raise PayloadError(problem)
+                payload = Payload.from_arrays(reply.content.array_records[self.arrayrecord_key])
                 self._check(payload)
-            except (PayloadError, KeyError) as e:
-                reason = f"invalid encrypted update: {e}"
+            except Exception as e:  # noqa: BLE001 - a reply can be refused, never crash the run
+                detail = str(e) if isinstance(e, PayloadError) else f"{type(e).__name__}: {e}"
+                reason = f"invalid encrypted update: {detail}"
                 log(WARNING, "aggregate_train: rejected reply from node %d: %s", node, reason)
                 if self.on_reject is not None:
                     self.on_reject(node, reason)
-                if "different key generations" in str(e):
+                if isinstance(e, KeyMismatchError):
                     mismatches.append(reason)
                 continue
             kept.append(reply)
@@ -225,7 +234,7 @@ class EncryptedAggregation(ReplyValidation):
         kept, payloads, mismatches = self._payloads(replies)
         if not payloads:
             if mismatches and len(mismatches) == len([r for r in replies if not r.has_error()]):
-                raise KeyMismatchError(
+                raise AllKeysMismatched(
                     f"round {server_round}: every client encrypted under another key than the "
                     f"server's ({self.bundle.fingerprint}); {mismatches[0]}"
                 )

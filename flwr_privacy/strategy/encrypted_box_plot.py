@@ -34,7 +34,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from flwr_privacy.he import Payload, encrypted_scores, is_encrypted, score_bound
+from flwr_privacy.he import Payload, backend_for, encrypted_scores, is_encrypted, score_bound
 from flwr_privacy.he.protocol import FINGERPRINT_KEY, SCORES_ACTION, SCORES_KEY
 from flwr_privacy.records import HE_RECORD
 from flwr_privacy.strategy.box_plot import (
@@ -68,8 +68,11 @@ class EncryptedBoxPlot(EncryptedAggregation):
                 "or 'norm' scores is possible (medians and per-coordinate fences need "
                 "comparisons, which CKKS cannot do)"
             )
-        if self.bundle.backend != "ckks":
-            raise ValueError("encrypted box-plot filtering needs CKKS (Paillier only adds)")
+        if not backend_for(self.bundle.backend).multiplies:
+            raise ValueError(
+                "encrypted box-plot filtering needs CKKS (a backend that multiplies "
+                f"ciphertexts); {self.bundle.backend} only adds"
+            )
         self.box = box
         self.on_filter = on_filter
         self.query_timeout = query_timeout

@@ -39,7 +39,7 @@ from flwr_privacy.strategy.box_plot import (
     log_report,
     unflatten,
 )
-from flwr_privacy.strategy.encrypted import KeyMismatchError
+from flwr_privacy.strategy.encrypted import AllKeysMismatched
 from flwr_privacy.strategy.validation import reply_weight
 from flwr_privacy.strategy.wrapper import StrategyWrapper, innermost, layers
 
@@ -225,7 +225,7 @@ class Hierarchical(StrategyWrapper):
         for edge in sorted(groups):
             try:
                 result, metrics = self._aggregate_edge(server_round, edge, groups[edge])
-            except KeyMismatchError as e:  # one edge on other keys must not end the run
+            except AllKeysMismatched as e:  # one edge on other keys must not end the run
                 log(WARNING, "aggregate_train: edge %d: %s", edge, e)
                 mismatched.append(e)
                 continue

@@ -11,7 +11,7 @@ from tasks import get_task
 def test_defaults_parse_and_reach_clients() -> None:
     cfg = AppConfig.from_run_config(default_run_config())
     assert cfg.task == "breast-cancer" and cfg.strategy == "fedavg"
-    assert cfg.num_server_rounds == 30
+    assert cfg.num_server_rounds == 30 and cfg.max_empty_rounds == 3
     client = ClientSettings.from_message_config(
         {**cfg.client_config(), "server-round": 2, "proximal-mu": 0.5}, partition_id=3
     )
@@ -40,6 +40,7 @@ def test_defaults_parse_and_reach_clients() -> None:
         ("fraction-train", 0.0, "allowed: 0 < x <= 1"),
         ("local-epochs", True, "'local-epochs' must be an integer"),
         ("round-timeout", 0.0, "'round-timeout' = 0.0 is invalid; allowed: a float > 0"),
+        ("max-empty-rounds", 0, "'max-empty-rounds' = 0 is invalid; allowed: an integer >= 1"),
     ],
 )
 def test_bad_value_names_key_and_allowed_values(key: str, value: object, expected: str) -> None:
@@ -175,13 +176,15 @@ def test_auto_scores_follow_encryption() -> None:
     assert encrypted.he.key_params(eval_keys=True)["eval-keys"] is True
 
 
-def test_attack_settings_reach_clients_only_when_on() -> None:
+def test_attack_settings_never_reach_clients_as_config_keys() -> None:
+    # The server's Tampering layer tells the malicious nodes alone (a record on their messages).
     off = AppConfig.from_run_config(default_run_config())
     assert not any(k.startswith("attack.") for k in off.client_config())
     on = AppConfig.from_run_config(
         {**default_run_config(), "attack.type": "scale", "attack.fraction": 0.2}
     )
-    assert on.client_config()["attack.type"] == "scale" and on.attack.active
+    assert not any(k.startswith("attack.") for k in on.client_config()) and on.attack.active
+    assert on.attack.tamper().kind == "scale" and on.attack.tamper().scale == 10.0
 
 
 def test_task_sub_table_reaches_clients_and_node_config_overrides_it() -> None:

@@ -1,12 +1,17 @@
-"""results.json is rewritten after every round and survives a failed run."""
+"""results.json is rewritten after every round, survives a failed run, and says why it failed."""
 
 import json
+import logging
 from pathlib import Path
 
-from flwr.app import ArrayRecord, MetricRecord
+import pytest
+from flwr.app import ArrayRecord, MessageType, MetricRecord
 
 from app.metering import MeteredGrid
-from app.results import RunRecorder, new_run_dir
+from app.results import RunRecorder, new_run_dir, run_title
+from app.simulation import simulate
+from flwr_privacy.strategy.guard import NoContributionError
+from tests.clients import clients_with
 
 
 def test_rounds_are_written_as_they_finish_and_failure_keeps_them(tmp_path: Path) -> None:
@@ -49,3 +54,56 @@ def test_round_keeps_server_side_metrics_the_strategy_adds_after_aggregation(
     # Assert
     (round_1,) = recorder.data["rounds"]
     assert round_1["train"] == {"loss": 0.3, "he-aggregate-s": 0.25, "num-replies": 0}
+
+
+def test_plot_title_names_each_layer_of_the_run() -> None:
+    # Prepare: results.json content of a run with every layer on, and of a plain one
+    config = {"task": "breast-cancer", "strategy": "fedavg", "he.backend": "ckks",
+              "he.mode": "server-blind", "robust.filter": "boxplot", "hierarchy.edges": 2,
+              "dp.mode": "dp-sgd", "dp.epsilon": 3.0}  # fmt: skip
+    layered = {"config": config, "privacy": {"budget-epsilon": 3.0, "epsilon-max": 2.9712}}
+    plain = {"config": {**config, "he.backend": "none", "robust.filter": "none",
+                        "hierarchy.edges": 0, "dp.mode": "none"}}  # fmt: skip
+    # Execute / Assert
+    assert run_title(layered) == (
+        "breast-cancer / fedavg | HE ckks server-blind | filter boxplot | 2 edges "
+        "| DP dp-sgd ε 2.97 of 3"
+    )
+    assert run_title({"config": config}).endswith("| DP dp-sgd ε 3")  # before any release
+    assert run_title(plain) == "breast-cancer / fedavg | no privacy layers"
+
+
+def _crash_every_training(msg, context, call_next):  # noqa: ANN001, ANN202
+    if msg.metadata.message_type == MessageType.TRAIN:
+        raise RuntimeError(f"client {context.node_config['partition-id']} crashed on purpose")
+    return call_next(msg, context)
+
+
+def test_a_run_no_client_contributes_to_fails_with_each_nodes_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: every client raises when asked to train; 2 empty rounds in a row end the run
+    overrides = {"num-server-rounds": 4, "max-empty-rounds": 2, "fraction-evaluate": 0.0,
+                 "output-dir": str(tmp_path)}  # fmt: skip
+    caplog.set_level(logging.INFO, logger="flwr")
+    # Execute
+    with pytest.raises(NoContributionError) as info:
+        simulate(overrides, num_supernodes=2, clients=clients_with(_crash_every_training))
+    # Assert: results.json says failed, with both rounds and each node's reason
+    assert info.value.rounds == [1, 2]
+    (results_file,) = tmp_path.glob("*/results.json")
+    results = json.loads(results_file.read_text())
+    assert results["status"] == "failed"
+    assert results["error"].startswith("NoContributionError: no client contributed in rounds")
+    assert [r["round"] for r in results["rounds"]] == [1, 2]
+    assert all(r["train"] is None and len(r["failures"]) == 2 for r in results["rounds"])
+    empty = results["no-contribution"]
+    assert empty["rounds"] == [1, 2] and empty["limit"] == 2
+    nodes = set(results["nodes"])
+    for reasons in empty["reasons"].values():
+        assert set(reasons) == nodes
+        assert all("crashed on purpose" in why for why in reasons.values())
+    # Assert: the log names the reasons, and the 30 standardization values print as a count
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("run failed" in e and "crashed on purpose" in e for e in errors)
+    assert "'standardize-mean': [30 floats]" in caplog.text

@@ -110,7 +110,8 @@ def test_all_clients_on_other_keys_stop_the_run_in_round_one(tmp_path: Path) -> 
     (results_file,) = tmp_path.glob("*/results.json")
     results = json.loads(results_file.read_text())
     assert results["status"] == "failed" and results["rounds"] == []
-    assert "KeyMismatchError: round 1: every client encrypted under another key" in results["error"]
+    error = results["error"]
+    assert "AllKeysMismatched: round 1: every client encrypted under another key" in error
 
 
 def test_plain_fedavg_refuses_encrypted_arrays() -> None:
@@ -142,6 +143,7 @@ def test_payloads_this_round_cannot_take_are_refused(change: dict, reason: str) 
     keys = keygen("ckks")
     strategy = EncryptedFedAvg(bundle=keys.public_only())
     strategy._layout, strategy._clip = layout_of({"w": np.zeros(3)}), 4.0
+    strategy._settings = EncodeSettings(clip=4.0)  # the round's own encoding (configure_train)
     arrays = change.get("arrays", {"w": np.zeros(3)})
     payload = encrypt_arrays(arrays, bundle=keys, weight=min(change.get("weight", 1.0), 1.0),
                              settings=EncodeSettings(clip=change.get("clip", 4.0)))  # fmt: skip

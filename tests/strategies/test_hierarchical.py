@@ -18,7 +18,7 @@ from flwr_privacy.he import (
     layout_of,
 )
 from flwr_privacy.strategy.box_plot import BoxPlot
-from flwr_privacy.strategy.encrypted import KeyMismatchError
+from flwr_privacy.strategy.encrypted import AllKeysMismatched
 from flwr_privacy.strategy.hierarchical import assign_edges
 from strategies import Robustness, make_strategy
 from tests.strategies.conftest import Replies
@@ -83,6 +83,7 @@ def test_two_tier_encrypted_sum_equals_flat_encrypted_sum(make_replies: Replies)
     )  # fmt: skip
     for s in (flat, tiered):
         s._layout, s._clip = layout_of({"w": np.zeros(5)}), 4.0
+        s._settings = EncodeSettings()  # the round's encoding, as configure_train records it
     want, _ = flat.aggregate_train(1, make_replies(records, sizes))
     got, _ = tiered.aggregate_train(1, make_replies(records, sizes))
     assert isinstance(got, ArrayRecord) and Payload.from_arrays(got).header.count == 6
@@ -109,11 +110,12 @@ def test_an_edge_on_foreign_keys_is_skipped_not_fatal(make_replies: Replies) -> 
         "fedavg", **COMMON, he_bundle=keys.public_only(), edges={1: 0, 2: 0, 3: 1}
     )
     tiered._layout, tiered._clip = layout_of({"w": np.zeros(3)}), 4.0
+    tiered._settings = settings
     got, _ = tiered.aggregate_train(
         1, make_replies(records(keys, 2) + records(foreign, 1), [5] * 3)
     )
     assert Payload.from_arrays(got).header.count == 2  # edge 1 (foreign keys only) left out
-    with pytest.raises(KeyMismatchError):
+    with pytest.raises(AllKeysMismatched):
         tiered.aggregate_train(1, make_replies(records(foreign, 3), [5] * 3))
 
 
