@@ -13,9 +13,7 @@ from torch import nn
 
 from app.attack import poison
 from app.config import ClientSettings
-from app.dp_client import BudgetExhausted, declined, dp_mod, train_private
-from app.dp_config import UNIT_WEIGHT_MODES
-from app.encrypted_training import NotAffineError, train_encrypted
+from app.dp_client import train_private
 from app.records import (
     ARRAYS,
     CONFIG,
@@ -29,9 +27,10 @@ from app.records import (
     STANDARDIZE_STD,
     UNIT_WEIGHT,
 )
-from flwr_privacy.he import PayloadError
+from flwr_privacy.dp import BudgetExhausted, declined, dp_settings
 from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores, make_he_mod
+from flwr_privacy.mods.local_dp import local_dp_mod
 from flwr_privacy.mods.tamper import tamper_mod
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
@@ -39,7 +38,7 @@ from tasks.tabular import TabularTask
 # Outermost first: the HE mod decrypts first and encrypts last, after DP noise and any attack.
 # HE is optional in this app: without the server's HE record the mod passes messages through.
 he_mod = make_he_mod(required=False)
-app = ClientApp(mods=[he_mod, dp_mod, tamper_mod])
+app = ClientApp(mods=[he_mod, local_dp_mod, tamper_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 
@@ -84,7 +83,8 @@ def _reply(
     num_examples: int,
     arrays: dict[str, ArrayRecord] | None = None,
 ) -> Message:
-    extra = {UNIT_WEIGHT: 1} if msg.content[CONFIG].get("dp.mode") in UNIT_WEIGHT_MODES else {}
+    dp = dp_settings(msg)  # central / distributed DP: the server averages clients uniformly
+    extra = {UNIT_WEIGHT: 1} if dp is not None and dp.unit_weights else {}
     metric_record = MetricRecord({**metrics, NUM_EXAMPLES: num_examples, **extra})
     content = RecordDict({**(arrays or {}), METRICS: metric_record})
     return Message(content=content, reply_to=msg)
@@ -97,11 +97,12 @@ def train(msg: Message, context: Context) -> Message:
     if msg.content[CONFIG].get("he.mode") == "server-keyed":  # README: "Server-keyed HE"
         return _train_encrypted(msg, task, settings, data)
     model = _model(task, msg)
-    if "dp.rounds" in msg.content[CONFIG]:  # client-side DP (README: "Differential privacy")
+    dp = dp_settings(msg)  # the record of the server's BudgetGuard
+    if dp is not None and dp.on_clients:  # client-side DP (README: "Differential privacy")
         try:
-            metrics = train_private(task, model, data, settings.train, msg, context)
+            metrics = train_private(task, model, data, settings.train, msg, context, dp)
         except BudgetExhausted as e:
-            return declined(msg, str(e))
+            return declined(msg, e)
         metrics[PARTITION_ID] = _partition(context)[0]
     else:
         metrics = task.train(model, data.train, settings.train)
@@ -112,6 +113,10 @@ def _train_encrypted(
     msg: Message, task: Task, settings: ClientSettings, data: ClientData
 ) -> Message:
     """Update the encrypted global model [[w]] without reading it; reply [[w']]."""
+    # Server-keyed runs only: keeps TenSEAL/phe out of every other ClientApp process.
+    from app.encrypted_training import NotAffineError, train_encrypted
+    from flwr_privacy.he import PayloadError
+
     model = _model(task, msg, load=False)  # the weights are ciphertexts
     try:
         arrays, metrics = train_encrypted(

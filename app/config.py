@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.attack import ATTACKS, Attack
 from app.config_values import ConfigError, check, choice, get, number
-from app.dp_config import DpConfig
 from data.partition import PARTITIONERS, PartitionSpec
 from flwr_privacy.settings import HeSettings
-from flwr_privacy.strategy.box_plot import QUARTILES, SCORES, BoxPlot
-from strategies import STRATEGIES, Robustness
 from tasks import TASK_NAMES, get_task, task_config
 from tasks.base import TrainSettings
+
+# Server-side only: the ClientApp imports ClientSettings from this module, and a
+# deployment starts a fresh ClientApp process per message, so the strategies and
+# the DP layer are imported in the functions that parse the whole run config.
+if TYPE_CHECKING:
+    from app.dp_config import DpConfig
+    from flwr_privacy.strategy.box_plot import BoxPlot
+    from strategies import Robustness
 
 HE_BACKENDS = ("none", "ckks", "paillier")
 HE_MODES = ("server-blind", "server-keyed")
@@ -135,6 +140,8 @@ class RobustConfig:
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> RobustConfig:
+        from flwr_privacy.strategy.box_plot import QUARTILES, SCORES
+
         text = get(cfg, "robust.scores", str)
         scores = () if text == "auto" else tuple(s.strip() for s in text.split(","))
         check("robust.scores", text, all(s in SCORES for s in scores),
@@ -154,6 +161,9 @@ class RobustConfig:
 
     def robustness(self, *, encrypted: bool) -> Robustness:
         """Strategy settings; ``auto`` scores are the median distance, the mean one under HE."""
+        from flwr_privacy.strategy.box_plot import BoxPlot
+        from strategies import Robustness
+
         box = None
         if self.filter != "none":
             auto = ("mean-distance",) if encrypted else ("median-distance",)
@@ -236,6 +246,9 @@ class AppConfig:
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
+        from app.dp_config import DpConfig
+        from strategies import STRATEGIES
+
         positive_int = (lambda v: v >= 1, "an integer >= 1")
         strategy, he = choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
@@ -314,7 +327,6 @@ class AppConfig:
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
             **self.he.client_config(),
-            **self.dp.client_config(self.num_server_rounds, shares=self.min_clients),
         }
 
 

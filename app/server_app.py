@@ -47,7 +47,7 @@ from app.records import (
 )
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
-from flwr_privacy.dp import PrivacyLedger, planned_noise
+from flwr_privacy.dp import planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
@@ -196,13 +196,15 @@ def guarded(strategy: Strategy, cfg: AppConfig, recorder: RunRecorder) -> StopOn
 
 
 def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: int) -> Any:
-    """Wrap the strategy in central DP (noise on the aggregate) or client budget handling."""
+    """Wrap the strategy in central DP (noise on the aggregate) or the client-DP layer.
+
+    Both write the run's DP settings as the ``flwr-privacy.dp`` record on every message
+    (mode ``none`` when DP is off), which is all the clients' DP code reads.
+    """
     dp: DpConfig = cfg.dp
     recorder.privacy_setup(dp)
-    if dp.on_clients:
-        return BudgetGuard(strategy, on_decline=recorder.declined)
     if dp.mode != "central":
-        return strategy
+        return BudgetGuard(strategy, dp=dp, on_decline=recorder.declined)
     z = dp.noise_multiplier or planned_noise(
         target_epsilon=dp.epsilon, delta=dp.delta, sample_rate=1.0,
         steps=cfg.num_server_rounds, accountant=dp.accountant,
@@ -211,8 +213,7 @@ def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: in
     log(INFO, "with_privacy: central DP, noise multiplier %.3f, clip %.3g, %d clients a round",
         z, dp.max_grad_norm, sampled)  # fmt: skip
     return LedgeredCentralDp(
-        strategy, z, dp.max_grad_norm, sampled,
-        ledger=PrivacyLedger(delta=dp.delta, accountant=dp.accountant),
+        strategy, z, dp.max_grad_norm, sampled, dp=replace(dp, noise_multiplier=z),
         on_release=recorder.central_release,
     )  # fmt: skip
 

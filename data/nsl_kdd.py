@@ -14,9 +14,12 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURES = (
     "duration protocol_type service flag src_bytes dst_bytes land wrong_fragment urgent hot "
@@ -61,6 +64,8 @@ def read_records(path: str | Path) -> pd.DataFrame:
             raise DataFileError(f"NSL-KDD file not found: {path} (nor {gz.name})")
         path = gz
     opener = gzip.open if path.suffix == ".gz" else open
+    import pandas as pd  # only for runs on these files
+
     with opener(path, "rt") as f:
         frame = pd.read_csv(f, header=None)
     if frame.shape[1] != len(COLUMNS):

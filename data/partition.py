@@ -1,17 +1,27 @@
-"""Split a labelled dataset over N clients with flwr-datasets partitioners.
+"""Split a labelled dataset over N clients the way flwr-datasets' partitioners do.
 
 Partitions are index arrays into the training set, so any loader (tabular or
 image) can reuse them and tests can check disjointness and completeness.
+
+Every ClientApp message in a deployment runs in a fresh process, so this module
+imports no heavy library at import time: ``iid`` and the held-out split are
+computed here with numpy (equal, index for index, to flwr-datasets'
+``IidPartitioner`` on a seeded shuffle and to scikit-learn's stratified
+``train_test_split``; tests pin both), and flwr-datasets (Hugging Face
+``datasets``, pandas, seaborn) is imported only for ``dirichlet``.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 PARTITIONERS = ("iid", "dirichlet")
 
@@ -41,11 +51,12 @@ def partition_indices(
         )
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    table = Dataset.from_dict({"index": np.arange(n), "label": np.asarray(labels)})
     if partitioner == "iid":
-        part = IidPartitioner(num_partitions=num_partitions)
-        part.dataset = table.shuffle(seed=seed)
-        return _load_all(part, num_partitions)
+        return _iid(n, num_partitions, seed)
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    table = Dataset.from_dict({"index": np.arange(n), "label": np.asarray(labels)})
     # flwr-datasets resamples 10 times when a partition comes out too small;
     # strong skew (small alpha, many clients) may need fresh seeds beyond that.
     for attempt in range(_DIRICHLET_SEEDS):
@@ -70,6 +81,22 @@ def partition_indices(
 
 
 _DIRICHLET_SEEDS = 20
+
+
+def _iid(n: int, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """flwr-datasets' ``IidPartitioner`` on ``Dataset.shuffle(seed)``, without the import.
+
+    The shuffle is ``np.random.default_rng(seed).permutation(n)``; partition ``i``
+    is the ``i``-th contiguous shard (``Dataset.shard(contiguous=True)``).
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    div, mod = divmod(n, num_partitions)
+    parts = []
+    for i in range(num_partitions):
+        start = div * i + min(i, mod)
+        end = start + div + (1 if i < mod else 0)
+        parts.append(np.sort(order[start:end].astype(np.int64)))
+    return parts
 
 
 def _load_all(part: Partitioner, num_partitions: int) -> list[np.ndarray]:
@@ -103,12 +130,56 @@ def train_val_split(
 def holdout_split(
     labels: np.ndarray, *, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed, seeded, stratified train/test split of a dataset without one."""
-    from sklearn.model_selection import train_test_split
+    """Fixed, seeded, stratified train/test split of a dataset without one.
 
-    idx = np.arange(len(labels))
-    train, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    return np.sort(train), np.sort(test)
+    The same indices as scikit-learn's ``train_test_split(..., test_size=test_fraction,
+    stratify=labels, random_state=seed)`` (its ``StratifiedShuffleSplit``), sorted.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    n_test = math.ceil(test_fraction * n)
+    n_train = n - n_test
+    classes, y_indices, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2 or min(n_train, n_test) < len(classes):
+        raise ValueError(
+            f"a stratified split of {n} labels with test fraction {test_fraction} needs at "
+            f"least 2 samples per class and {len(classes)} (the number of classes) on each "
+            f"side; class counts {counts.tolist()}"
+        )
+    by_class = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i, members in enumerate(by_class):
+        shuffled = members.take(rng.permutation(counts[i]), mode="clip")
+        train.extend(shuffled[: n_i[i]])
+        test.extend(shuffled[n_i[i] : n_i[i] + t_i[i]])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
+
+
+def _approximate_mode(
+    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+) -> np.ndarray:
+    """scikit-learn's ``_approximate_mode``: per-class draws, ties broken with ``rng``.
+
+    Same steps and the same calls on ``rng`` as scikit-learn 1.x (BSD-3-Clause), so
+    the split equals ``train_test_split``'s (``test_holdout_split_equals_scikit_learn``).
+    """
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ class indices in sorted order of the training labels.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from data.nsl_kdd import DataFileError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def read_csv(path: str | Path, label_column: str) -> pd.DataFrame:
@@ -20,6 +23,8 @@ def read_csv(path: str | Path, label_column: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"threat-log CSV not found: {path}")
+    import pandas as pd  # only for runs on these files
+
     frame = pd.read_csv(path)
     if label_column not in frame.columns:
         raise ValueError(
@@ -34,6 +39,8 @@ def load(
     train_path: str | Path, test_path: str | Path, label_column: str = "label"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """(x_train, y_train, x_test, y_test, class names); encodings fitted on the training file."""
+    import pandas as pd  # only for runs on these files
+
     train, test = read_csv(train_path, label_column), read_csv(test_path, label_column)
     classes = tuple(sorted(train[label_column].astype(str).unique()))
     unseen = sorted(set(test[label_column].astype(str)) - set(classes))

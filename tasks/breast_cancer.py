@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from torch import nn
 from torch.utils.data import Dataset
 
 from data.partition import holdout_split
 from data.wdbc import load_wdbc
 from tasks.base import option
+from tasks.metrics import accuracy, precision_recall_f1, roc_auc
 from tasks.tabular import Standardize, TabularTask
 from tasks.training import LossFn, predict
 
@@ -51,15 +51,16 @@ def _taylor(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def binary_metrics(logits: np.ndarray, labels: np.ndarray, loss: float) -> dict[str, float]:
     """Accuracy, precision, recall, F1 at threshold 0.5; ROC-AUC when both classes occur."""
     pred = (logits >= 0.0).astype(np.int64)
+    precision, recall, f1 = (float(v[1]) for v in precision_recall_f1(labels, pred, 2))
     out = {
         "loss": float(loss),
-        "accuracy": float(accuracy_score(labels, pred)),
-        "precision": float(precision_score(labels, pred, zero_division=0)),
-        "recall": float(recall_score(labels, pred, zero_division=0)),
-        "f1": float(f1_score(labels, pred, zero_division=0)),
+        "accuracy": accuracy(labels, pred),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
     }
     if len(np.unique(labels)) == 2:
-        out["roc-auc"] = float(roc_auc_score(labels, logits))
+        out["roc-auc"] = roc_auc(labels, logits)
     return out
 
 

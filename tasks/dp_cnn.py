@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from data.images import generated_images, load_images
 from tasks.arrays import ArrayTask
 from tasks.base import option
+from tasks.metrics import accuracy
 from tasks.training import LossFn, predict
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "generated-gray", "generated-rgb")
@@ -146,4 +146,4 @@ class DpCnn(ArrayTask):
 
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, Any]:
         logits, labels, loss = predict(model, data, nn.functional.cross_entropy)
-        return {"loss": loss, "accuracy": float(accuracy_score(labels, logits.argmax(axis=1)))}
+        return {"loss": loss, "accuracy": accuracy(labels, logits.argmax(axis=1))}

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import Dataset
 
 from data import nsl_kdd, synthetic_threats, threat_csv
 from tasks.base import option
+from tasks.metrics import accuracy, confusion, precision_recall_f1
 from tasks.tabular import Standardize, TabularTask
 from tasks.training import LossFn, predict
 
@@ -135,15 +135,12 @@ def threat_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, MSE, loss, per-class precision/recall/F1 and the confusion matrix."""
     pred = logits.argmax(axis=1)
-    ids = list(range(len(classes)))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, pred, labels=ids, zero_division=0
-    )
+    precision, recall, f1 = precision_recall_f1(labels, pred, len(classes))
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     out: dict[str, Any] = {
         "loss": float(loss),
-        "accuracy": float(accuracy_score(labels, pred)),
+        "accuracy": accuracy(labels, pred),
         "macro-f1": float(np.mean(f1)),
         "mse": mse(probs, labels),
     }
@@ -151,7 +148,7 @@ def threat_metrics(
         slug = name.replace(" ", "-")
         out |= {f"precision-{slug}": float(precision[i]), f"recall-{slug}": float(recall[i]),
                 f"f1-{slug}": float(f1[i])}  # fmt: skip
-    out["confusion-matrix"] = [int(v) for v in confusion_matrix(labels, pred, labels=ids).ravel()]
+    out["confusion-matrix"] = [int(v) for v in confusion(labels, pred, len(classes)).ravel()]
     return out
 
 

@@ -13,15 +13,32 @@ eps_laplace`` is a valid (conservative) bound for their sequential composition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opacus.accountants import create_accountant
-
 ACCOUNTANTS = ("rdp", "prv")
 
 GaussianStep = tuple[float, float, int]  # (noise multiplier, sample rate, steps): Opacus history
+
+
+def quiet_opacus() -> None:
+    """Remove the root handler ``opacus.utils.module_utils`` adds with ``basicConfig``.
+
+    Flower's logger has its own handler and propagates, so with Opacus' handler on the
+    root every Flower line prints twice. Only a handler with Opacus' exact format goes.
+    Call it right after importing Opacus (imported lazily, inside functions).
+    """
+    for handler in list(logging.root.handlers):
+        fmt = handler.formatter
+        if (
+            type(handler) is logging.StreamHandler
+            and fmt is not None
+            and fmt._fmt == "%(asctime)s:%(levelname)s:%(message)s"
+            and fmt.datefmt == "%m/%d/%Y %H:%M:%S"
+        ):
+            logging.root.removeHandler(handler)
 
 
 def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountant: str) -> float:
@@ -29,6 +46,10 @@ def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountan
     steps = [(float(z), float(q), int(n)) for z, q, n in history if n > 0]
     if not steps:
         return 0.0
+    from opacus.accountants import create_accountant  # heavy: only when accounting
+
+    quiet_opacus()
+
     acc = create_accountant(mechanism=accountant)
     acc.history = steps
     return float(acc.get_epsilon(delta=delta))

@@ -1,6 +1,6 @@
 """Local DP on a client's outgoing update: clip it, add noise, know the sensitivity.
 
-The Gaussian version is Flower's ``LocalDpMod`` (used by ``app.dp_mod``); this
+The Gaussian version is Flower's ``LocalDpMod`` (used by ``flwr_privacy.mods.local_dp``); this
 module has the Laplace version it lacks, and the parameter mapping that makes
 Flower's mod add exactly the noise our accountant accounts for. Neighbouring
 inputs are any two local datasets of the client: their clipped updates differ

@@ -8,41 +8,18 @@ The sample rate and step count are Opacus' own (``1 / len(loader)`` and
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from flwr_privacy.dp.ledger import GaussianStep
-
-
-def _drop_opacus_root_handler() -> None:
-    """Remove the root handler ``opacus.utils.module_utils`` adds with ``basicConfig``.
-
-    Flower's logger has its own handler and propagates, so with Opacus' handler on the
-    root every Flower line prints twice. Only a handler with Opacus' exact format goes.
-    """
-    for handler in list(logging.root.handlers):
-        fmt = handler.formatter
-        if (
-            type(handler) is logging.StreamHandler
-            and fmt is not None
-            and fmt._fmt == "%(asctime)s:%(levelname)s:%(message)s"
-            and fmt.datefmt == "%m/%d/%Y %H:%M:%S"
-        ):
-            logging.root.removeHandler(handler)
-
-
-_drop_opacus_root_handler()  # opacus is imported by now (here and by ledger.py before)
-
-GRAD_SAMPLE_MODES = ("hooks", "functorch")
+from flwr_privacy.dp.ledger import GaussianStep, quiet_opacus
+from flwr_privacy.dp.settings import GRAD_SAMPLE_MODES
 
 # A loss over (logits, labels): the user's own, e.g. nn.functional.cross_entropy.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,6 +37,10 @@ def planned_noise(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
 ) -> float:
     """The smallest noise multiplier whose epsilon over ``steps`` stays within the target."""
+    from opacus.accountants.utils import get_noise_multiplier  # heavy: only when planning
+
+    quiet_opacus()
+
     return float(
         get_noise_multiplier(
             target_epsilon=target_epsilon,
@@ -102,7 +83,7 @@ def train_dp_sgd(
     seed: int = 0,
     max_steps: int | None = None,
 ) -> tuple[float, GaussianStep]:
-    """Train ``model`` in place with DP-SGD; return the mean loss and the Gaussian release.
+    """Train ``model`` in place with DP-SGD (plain SGD); return the mean loss and the release.
 
     FedProx's proximal pull is applied after each noisy step: it does not touch
     the data, so it is post-processing and costs no privacy. ``max_steps``
@@ -111,21 +92,57 @@ def train_dp_sgd(
     ``q * n``), so every client's clipped sum and noise share sit on the same
     scale and an unweighted sum of clients' steps is one DP-SGD step.
     """
-    q, steps_per_epoch = sampling(len(data), batch_size)  # type: ignore[arg-type]
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+    loader = DataLoader(data, batch_size=batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    anchor = [p.detach().clone() for p in model.parameters()]
-    with warnings.catch_warnings():  # secure_mode off: seeded noise, reproducible runs
+    after_step = None
+    if proximal_mu > 0:
+        anchor = [p.detach().clone() for p in model.parameters()]
+        after_step = partial(_proximal_step, model, anchor, lr * proximal_mu)
+
+    return dp_sgd_steps(
+        model, loader, optimizer, loss_fn, dp, epochs=epochs, seed=seed, max_steps=max_steps,
+        expected_batch_size=batch_size, after_step=after_step,
+    )  # fmt: skip
+
+
+def dp_sgd_steps(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    dp: DpSgd,
+    *,
+    epochs: int,
+    seed: int,
+    max_steps: int | None = None,
+    expected_batch_size: int | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> tuple[float, GaussianStep]:
+    """Opacus DP-SGD with any model, optimizer and loader; return the mean loss and the release.
+
+    Opacus Poisson-samples batches of expected size ``loader.batch_size`` (sample rate
+    ``1 / len(loader)``, ``len(loader)`` steps an epoch). Both the sampling and the
+    noise are drawn from ``seed``, which must be secret for the guarantee to hold.
+    ``expected_batch_size`` overrides Opacus' ``q * n`` as the gradient divisor.
+    """
+    from opacus import PrivacyEngine  # heavy: only when training privately
+
+    quiet_opacus()
+
+    loader = _reseeded(loader, seed)
+    q = 1.0 / len(loader)
+    with warnings.catch_warnings():  # secure_mode off: seeded noise (the seed is secret)
         warnings.simplefilter("ignore")
         engine = PrivacyEngine(accountant="rdp")
-        hooks, optimizer, loader = engine.make_private(
+        hooks, dp_optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1),
             grad_sample_mode=dp.grad_sample_mode, wrap_model=False,
         )  # fmt: skip
-    optimizer.expected_batch_size = batch_size
+    if expected_batch_size is not None:
+        dp_optimizer.expected_batch_size = expected_batch_size
+    device = next(model.parameters()).device
     model.train()
     total, count, taken = 0.0, 0, 0
     try:
@@ -136,20 +153,37 @@ def train_dp_sgd(
                 if max_steps is not None and taken >= max_steps:
                     break
                 taken += 1
-                optimizer.zero_grad()
+                dp_optimizer.zero_grad()
                 # An empty Poisson batch still takes its noisy step (Opacus adds the noise to
                 # zero gradients): skipping it would reveal that no example was sampled.
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x.to(device)), y.to(device))
                 loss.backward()
-                optimizer.step()
-                if proximal_mu > 0:
-                    _proximal_step(model, anchor, lr * proximal_mu)
+                dp_optimizer.step()
+                if after_step is not None:
+                    after_step()
                 if len(y):
                     total += loss.item() * len(y)
                     count += len(y)
     finally:
         hooks.cleanup()
     return total / max(count, 1), (dp.noise_multiplier, q, taken)
+
+
+def _reseeded(loader: DataLoader, seed: int) -> DataLoader:
+    """The loader's data and batching, shuffled by ``seed`` (Opacus samples with its generator).
+
+    A new loader, so the caller's own is left as it was.
+    """
+    if loader.batch_size is None:
+        raise ValueError(
+            "DP-SGD needs a DataLoader made with batch_size=<int> (Opacus Poisson-samples "
+            "batches of that expected size); this one has a custom batch_sampler"
+        )
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last,
+        collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
 
 
 @torch.no_grad()

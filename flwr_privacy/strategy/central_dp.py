@@ -9,28 +9,53 @@ with sample rate 1: Flower samples fixed-size subsets, whose amplification the
 Poisson analysis does not cover, so none is claimed. The server sees every
 update in the clear: this protects clients from whoever sees the model, not
 from the server.
+
+The ``flwr-privacy.dp`` record (``mode = "central"``) on every train and evaluate
+message tells clients to report that unit weight.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-from flwr_privacy.dp import PrivacyLedger
+from flwr_privacy.dp.ledger import PrivacyLedger
+from flwr_privacy.dp.settings import DpSettings
+from flwr_privacy.records import DP_RECORD, attach
 
 ReleaseFn = Callable[[int, float], None]  # (server round, epsilon so far)
 
 
 class LedgeredCentralDp(DifferentialPrivacyServerSideFixedClipping):
-    """Flower's server-side fixed clipping whose releases are accounted by our ledger."""
+    """Flower's server-side fixed clipping whose releases are accounted by our ledger.
 
-    def __init__(self, *args: object, ledger: PrivacyLedger, on_release: ReleaseFn | None = None,
+    Takes Flower's positional arguments (strategy, noise multiplier, clipping norm,
+    sampled clients); ``dp`` (mode ``"central"``) is the budget and what clients receive.
+    """
+
+    def __init__(self, *args: object, dp: DpSettings, on_release: ReleaseFn | None = None,
                  **kwargs: object) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.ledger = ledger
+        if dp.mode != "central":
+            raise ValueError(f"LedgeredCentralDp needs DpSettings(mode='central'), not {dp.mode!r}")
+        self.dp = dp
+        self.ledger = PrivacyLedger(delta=dp.delta, accountant=dp.accountant)
         self.on_release = on_release
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return attach(super().configure_train(server_round, arrays, config, grid), DP_RECORD,
+                      self.dp.to_record())  # fmt: skip
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return attach(super().configure_evaluate(server_round, arrays, config, grid), DP_RECORD,
+                      self.dp.to_record())  # fmt: skip
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

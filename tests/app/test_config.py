@@ -202,3 +202,17 @@ def test_task_sub_table_reaches_clients_and_node_config_overrides_it() -> None:
     # Other tasks neither receive nor validate the mcsn sub-table.
     plain = AppConfig.from_run_config({**default_run_config(), "mcsn.hidden": "bad"})
     assert not any(k.startswith("mcsn.") for k in plain.client_config())
+
+
+def test_client_settings_import_no_server_side_or_heavy_modules() -> None:
+    """The ClientApp imports app.config; a deployment pays its imports on every message."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server_side = ("strategies", "flwr_privacy.strategy.box_plot", "app.dp_config", "opacus",
+                   "sklearn", "pandas", "flwr_datasets", "matplotlib")  # fmt: skip
+    probe = f"import sys, app.config; print([m for m in {server_side!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert out.stdout.strip() == "[]"

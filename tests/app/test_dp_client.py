@@ -5,10 +5,13 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from app.config import AppConfig, ClientSettings
-from app.dp_client import BudgetExhausted, dp_mod, ledger_of, train_private
+from app.dp_client import train_private
 from app.dp_config import DpConfig
 from app.simulation import resolve_run_config
-from flwr_privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, PrivacyLedger
+from flwr_privacy.dp import BUDGET_EXHAUSTED, EPSILON_KEY, BudgetExhausted, PrivacyLedger, ledger_of
+from flwr_privacy.dp.settings import DpSettings
+from flwr_privacy.mods import local_dp_mod
+from flwr_privacy.records import DP_RECORD
 from tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -16,16 +19,21 @@ SENT = {"w": np.zeros((4, 5), dtype=np.float32)}
 TRAINED = {"w": np.full((4, 5), 3.0, dtype=np.float32)}  # an update of L2 norm 13.4, L1 60
 
 
-def _config(server_round: int = 1, **dp: object) -> ConfigRecord:
-    run = resolve_run_config({"num-server-rounds": 4, **dp})
-    cfg = DpConfig.from_run_config(run).client_config(4)
-    return ConfigRecord({**cfg, "seed": 0, "server-round": server_round})
+def _dp(**dp: object) -> DpConfig:
+    return DpConfig.from_run_config(resolve_run_config({"num-server-rounds": 4, **dp}))
 
 
-def _message(cfg: ConfigRecord) -> Message:
+def _message(cfg: ConfigRecord, dp: DpSettings | None = None) -> Message:
+    """A train message as the server's BudgetGuard sends it: the DP record next to the config."""
     arrays = ArrayRecord({k: Array(v) for k, v in SENT.items()})
-    return Message(RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=1,
-                   message_type="train")  # fmt: skip
+    content = RecordDict({"arrays": arrays, "config": cfg})
+    if dp is not None:
+        content[DP_RECORD] = dp.to_record()
+    return Message(content, dst_node_id=1, message_type="train")
+
+
+def _local(server_round: int = 1, **dp: object) -> Message:
+    return _message(ConfigRecord({"seed": 0, "server-round": server_round}), _dp(**dp))
 
 
 def _trained(msg: Message, ctx: Context) -> Message:
@@ -50,13 +58,13 @@ def test_local_dp_clips_noises_and_keeps_the_ledger_across_rounds(mechanism: str
     dp = {"dp.mode": "local", "dp.local-mechanism": mechanism, "dp.max-grad-norm": 0.1,
           "dp.l1-clip": 0.1, "dp.epsilon": 40.0}  # fmt: skip
     # Execute: two rounds through the mod
-    first = dp_mod(_message(_config(1, **dp)), ctx, _trained)
-    second = dp_mod(_message(_config(2, **dp)), ctx, _trained)
+    first = local_dp_mod(_local(1, **dp), ctx, _trained)
+    second = local_dp_mod(_local(2, **dp), ctx, _trained)
     # Assert: the 3.0-per-coordinate update is gone (clipped to 0.1 overall), noise added
     update = _update(first)
     assert np.abs(update).max() < 2.0 and np.std(update) > 0
     assert not np.allclose(update, _update(second))  # fresh noise per round
-    ledger = ledger_of(ctx, DpConfig.from_run_config(_config(**dp)))
+    ledger = ledger_of(ctx, _dp(**dp))
     assert ledger.rounds == 2
     eps1, eps2 = first.content["metrics"][EPSILON_KEY], second.content["metrics"][EPSILON_KEY]
     assert 0 < eps1 < eps2 == pytest.approx(ledger.epsilon())
@@ -68,7 +76,7 @@ def test_local_dp_clips_noises_and_keeps_the_ledger_across_rounds(mechanism: str
 
 def test_gaussian_epsilon_is_the_accountants_for_the_noise_flower_added() -> None:
     dp = {"dp.mode": "local", "dp.noise-multiplier": 2.0, "dp.max-grad-norm": 1.0}
-    reply = dp_mod(_message(_config(1, **dp)), _context(), _trained)
+    reply = local_dp_mod(_local(1, **dp), _context(), _trained)
     expected = PrivacyLedger(delta=1e-5, gaussian=[(2.0, 1.0, 1)]).epsilon()
     assert reply.content["metrics"][EPSILON_KEY] == pytest.approx(expected)
     # Flower's LocalDpMod: update clipped to norm 1, then N(0, (z * 2 * clip)^2) per coordinate
@@ -78,11 +86,11 @@ def test_gaussian_epsilon_is_the_accountants_for_the_noise_flower_added() -> Non
 def test_a_client_at_its_budget_declines_and_stays_declined() -> None:
     ctx = _context()
     dp = {"dp.mode": "local", "dp.local-mechanism": "laplace", "dp.epsilon": 2.0}
-    replies = [dp_mod(_message(_config(r, **dp)), ctx, _trained) for r in range(1, 6)]
+    replies = [local_dp_mod(_local(r, **dp), ctx, _trained) for r in range(1, 6)]
     assert [r.has_error() for r in replies] == [False] * 4 + [True]  # 4 planned rounds of 0.5
     assert replies[-1].error.code == BUDGET_EXHAUSTED
     assert "privacy budget exhausted" in replies[-1].error.reason
-    assert "dp.epsilon = 2" in replies[-1].error.reason
+    assert "budget epsilon = 2" in replies[-1].error.reason
 
 
 def test_other_messages_and_modes_pass_through() -> None:
@@ -92,7 +100,7 @@ def test_other_messages_and_modes_pass_through() -> None:
         seen.append(msg)
         return _trained(msg, ctx)
 
-    reply = dp_mod(_message(_config(1, **{"dp.mode": "dp-sgd"})), _context(), call_next)
+    reply = local_dp_mod(_local(1, **{"dp.mode": "dp-sgd"}), _context(), call_next)
     assert len(seen) == 1 and np.allclose(_update(reply), 3.0)
 
 
@@ -111,6 +119,7 @@ def _tabular_round(ctx: Context, server_round: int, **dp: object) -> tuple[dict,
     task.set_standardization(model, cfg["standardize-mean"], cfg["standardize-std"])
     seen = {}
     original = task.train
+    msg = _message(cfg, app_cfg.dp)
 
     def spy(model, train, settings):  # records what the task trained on
         seen["x"] = train.tensors[0].clone()
@@ -118,7 +127,7 @@ def _tabular_round(ctx: Context, server_round: int, **dp: object) -> tuple[dict,
 
     task.train = spy
     try:
-        metrics = train_private(task, model, data, settings.train, _message(cfg), ctx)
+        metrics = train_private(task, model, data, settings.train, msg, ctx, app_cfg.dp)
     finally:
         del task.train
     return metrics, seen.get("x")

@@ -1,10 +1,12 @@
 """Bad DP settings stop the run before round 1 with a message naming the key."""
 
+from dataclasses import asdict
+
 import pytest
 
 from app.config import AppConfig, ConfigError
-from app.dp_config import DpConfig
 from app.simulation import resolve_run_config
+from flwr_privacy.dp import DpSettings
 
 
 def _config(**overrides: object) -> AppConfig:
@@ -43,10 +45,17 @@ def test_delta_must_be_below_one_over_the_smallest_client() -> None:
         dp.check_clients({1: 5000, 2: 1000})
 
 
-def test_clients_get_dp_keys_only_when_they_act() -> None:
-    assert _config().client_config().keys().isdisjoint({"dp.mode", "dp.rounds"})
-    central = _config(**{"dp.mode": "central"}).client_config()
-    assert central["dp.mode"] == "central" and "dp.rounds" not in central
-    sgd = _config(**{"dp.mode": "dp-sgd", "num-server-rounds": 7}).client_config()
-    assert sgd["dp.rounds"] == 7 and sgd["dp.epsilon"] == 3.0
-    assert DpConfig.from_run_config(sgd) == _config(**{"dp.mode": "dp-sgd"}).dp
+def test_clients_get_the_dp_settings_only_as_the_record() -> None:
+    # Prepare / Execute: the run config of each mode
+    for mode in ("none", "central", "dp-sgd", "local"):
+        config = _config(**{"dp.mode": mode})
+        # Assert: no dp.* key reaches the message config; the settings travel as the record
+        assert not [k for k in config.client_config() if k.startswith("dp.")]
+        assert DpSettings.from_record(config.dp.to_record()) == DpSettings(**asdict(config.dp))
+    sgd = _config(**{"dp.mode": "dp-sgd", "num-server-rounds": 7}).dp
+    assert (sgd.rounds, sgd.shares, sgd.epsilon, sgd.noise_seed) == (7, 1, 3.0, None)
+    distributed = _config(**{"dp.mode": "distributed", "he.backend": "ckks", "local-epochs": 1,
+                             "min-clients": 3}).dp  # fmt: skip
+    assert distributed.shares == 3 and distributed.unit_weights
+    seeded = _config(**{"dp.mode": "dp-sgd", "dp.seeded-noise": True, "seed": 5}).dp
+    assert seeded.noise_seed == 5  # the public run seed: an explicit experiment opt-out

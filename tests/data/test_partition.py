@@ -83,3 +83,42 @@ def test_client_split_checks_partition_id() -> None:
     spec = PartitionSpec()
     with pytest.raises(ValueError, match="partition-id"):
         spec.client_split(LABELS, 10, 10)
+
+
+@pytest.mark.parametrize(("n", "num_partitions", "seed"), [(500, 10, 0), (569, 3, 7), (13, 4, 2)])
+def test_iid_equals_flwr_datasets_iid_partitioner(n: int, num_partitions: int, seed: int) -> None:
+    """The numpy ``iid`` path gives flwr-datasets' partitions, index for index."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    labels = np.arange(n) % 3
+    part = IidPartitioner(num_partitions=num_partitions)
+    part.dataset = Dataset.from_dict({"index": np.arange(n), "label": labels}).shuffle(seed=seed)
+    expected = [np.sort(np.asarray(part.load_partition(i)["index"])) for i in range(num_partitions)]
+    got = partition_indices(labels, num_partitions=num_partitions, partitioner="iid", seed=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("labels", "fraction", "seed"),
+    [
+        (LABELS, 0.2, 42),
+        (np.array([0] * 212 + [1] * 357), 0.2, 42),  # WDBC's class counts
+        (np.array([0] * 7 + [1] * 5 + [2] * 9 + [3] * 2), 0.3, 3),  # ties broken by the rng
+        (np.array(["a", "b", "c"] * 11 + ["d"] * 4), 0.25, 0),
+    ],
+)
+def test_holdout_split_equals_scikit_learn(labels: np.ndarray, fraction: float, seed: int) -> None:
+    """Same indices as ``train_test_split(stratify=...)``, without importing scikit-learn."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    got_train, got_test = holdout_split(labels, test_fraction=fraction, seed=seed)
+    assert np.array_equal(got_train, np.sort(train))
+    assert np.array_equal(got_test, np.sort(test))
+
+
+def test_holdout_split_refuses_a_class_of_one() -> None:
+    with pytest.raises(ValueError, match="at least 2 samples per class"):
+        holdout_split(np.array([0, 0, 0, 1]), test_fraction=0.5, seed=0)

@@ -1,4 +1,4 @@
-"""Importing the DP-SGD module leaves the root logger as it was (one line per Flower record)."""
+"""Loading Opacus through the DP code leaves the root logger as it was (one Flower line each)."""
 
 import subprocess
 import sys
@@ -8,22 +8,25 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository, whose flwr_privacy
 
 # A fresh interpreter: Opacus adds its root handler once, on its first import.
 SCRIPT = """
-import logging
+import logging, sys
 before = list(logging.root.handlers)
 import flwr_privacy.dp.sgd
-import opacus.utils.module_utils  # Opacus is loaded (imported above, this is a no-op)
+from flwr_privacy.dp import gaussian_epsilon
+assert "opacus" not in sys.modules, "importing the DP code must not load Opacus"
+gaussian_epsilon([(1.0, 0.1, 10)], delta=1e-5, accountant="rdp")  # loads Opacus
+assert "opacus.utils.module_utils" in sys.modules
 after = list(logging.root.handlers)
 print(len(before), len(after), after == before)
 """
 
 
-def test_importing_dp_sgd_adds_no_root_log_handler() -> None:
+def test_loading_opacus_through_the_dp_code_adds_no_root_log_handler() -> None:
     # Execute
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                          check=True, timeout=120, cwd=ROOT)  # fmt: skip
     # Assert: Opacus' basicConfig handler is gone again, so Flower's lines print once
     assert out.stdout.split() == ["0", "0", "True"], (
-        "Opacus' root handler is back: call _drop_opacus_root_handler() right after "
+        "Opacus' root handler is back: call ledger.quiet_opacus() right after "
         f"importing opacus; stderr: {out.stderr[-2000:]}"
     )
 
@@ -32,7 +35,9 @@ def test_a_handler_of_the_apps_own_stays() -> None:
     script = (
         "import logging, sys\n"
         "logging.basicConfig(format='%(message)s', stream=sys.stdout)\n"
-        "import flwr_privacy.dp.sgd\n"
+        "from flwr_privacy.dp.sgd import planned_noise\n"
+        "planned_noise(target_epsilon=3.0, delta=1e-5, sample_rate=0.1, steps=10, "
+        "accountant='rdp')\n"
         "print(len(logging.root.handlers))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

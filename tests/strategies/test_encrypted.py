@@ -50,8 +50,9 @@ def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
     foreign = str(keygen("ckks").save(tmp_dir / "foreign.json"))
 
     def mod(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202
-        if context.node_config["partition-id"] in partitions and msg.has_content():
-            msg.content[HE_RECORD]["client-bundle"] = foreign
+        record = msg.content.config_records.get(HE_RECORD) if msg.has_content() else None
+        if context.node_config["partition-id"] in partitions and record is not None:
+            record["client-bundle"] = foreign
         return call_next(msg, context)
 
     return mod
