@@ -93,6 +93,7 @@ def test_variants_readme_table_is_current() -> None:
 def test_plain_app_learns(run: Callable[[str], dict[str, Any]]) -> None:
     plain = run("none")
     first, last = _round(plain, "train", 1), _round(plain, "train", ROUNDS)
+    print(f"plain: train loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}")
     assert last["train_loss"] < first["train_loss"]
     assert _round(plain, "evaluate", ROUNDS)["eval_acc"] >= 0.9  # seed 0: 0.969
 
@@ -112,6 +113,7 @@ def test_encrypted_run_equals_plain_run(run: Callable[[str], dict[str, Any]], ba
 
 def test_box_plot_run_learns(run: Callable[[str], dict[str, Any]]) -> None:
     result = run("box-plot")
+    print(f"box-plot: accuracy {_round(result, 'evaluate', ROUNDS)['eval_acc']:.3f}")
     assert _round(result, "evaluate", ROUNDS)["eval_acc"] >= 0.9
 
 
@@ -122,7 +124,8 @@ def _spent(result: dict[str, Any]) -> list[float]:
 def test_dp_sgd_run_learns_within_budget(run: Callable[[str], dict[str, Any]]) -> None:
     result = run("dp-sgd")
     spent = _spent(result)
-    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # seed 0: 2.02, 2.62
+    print(f"dp-sgd: epsilon {spent}, accuracy {_round(result, 'evaluate', ROUNDS)['eval_acc']:.3f}")
+    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # 2.04, 2.62
     assert _round(result, "evaluate", ROUNDS)["eval_acc"] >= 0.5  # 0.86-0.91 over runs
 
 
@@ -139,7 +142,7 @@ def test_local_dp_run_noises_at_the_planned_scale_within_budget(
     """
     plain, result = run("none"), run("local-dp")
     spent = _spent(result)
-    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # seed 0: 1.63, 2.39
+    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # 1.63, 2.39
     sigma = _round(result, "train", ROUNDS)["dp-noise-multiplier"]
     expected = sigma * 2 * LOCAL_DP_CLIP * np.sqrt(ROUNDS / NODES)
     diff = np.concatenate(
@@ -147,4 +150,4 @@ def test_local_dp_run_noises_at_the_planned_scale_within_budget(
     )
     rms = float(np.sqrt(np.mean(diff**2)))
     print(f"local-dp: rms |noised - plain| = {rms:.3g}, planned {expected:.3g}")
-    assert 0.8 * expected <= rms <= 1.2 * expected  # seed 0: 4.225 of 4.226
+    assert 0.8 * expected <= rms <= 1.2 * expected  # 4.23-4.33 of 4.23
