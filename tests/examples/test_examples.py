@@ -1,0 +1,153 @@
+"""examples/quickstart and its protected variants, each run through Flower's simulation engine.
+
+Every variant is the plain app plus one patch (examples/variants.py). Each run is its
+own process started in an empty working directory with only the app's directory on
+``sys.path`` first, so the example's own ``app`` package is the one imported, not this
+repository's (run_example.py checks it). Runs are 2 rounds on 3 nodes; a run happens
+once per module, the first time a test needs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "examples" / "quickstart"
+RUNNER = Path(__file__).with_name("run_example.py")
+ROUNDS, NODES = 2, 3
+EPSILON = 3.0  # the budget the DP variants' patches set
+LOCAL_DP_CLIP = 1.0  # the local-dp patch's clip
+MAX_ADDED = 10
+CHANCE = 0.25  # four classes
+
+
+def _variants_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("example_variants", ROOT / "examples/variants.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+variants = _variants_module()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
+    """``run(variant)``: the variant's final model and metrics ("none" is the plain app)."""
+    done: dict[str, dict[str, Any]] = {}
+    base = tmp_path_factory.mktemp("examples")
+
+    def _run(variant: str) -> dict[str, Any]:
+        if variant not in done:
+            app = APP if variant == "none" else variants.apply(variant, base / f"app-{variant}")
+            out, cwd = base / f"out-{variant}", base / f"cwd-{variant}"
+            cwd.mkdir()
+            overrides = json.dumps({"num-server-rounds": ROUNDS, "output-dir": str(out)})
+            cmd = [sys.executable, str(RUNNER), str(app), str(NODES), overrides]
+            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+            log = proc.stdout + proc.stderr
+            assert proc.returncode == 0, f"{variant}: exit {proc.returncode}\n{log[-4000:]}"
+            assert (out / "final_model.npz").exists(), f"{variant}: no final model\n{log[-4000:]}"
+            with np.load(out / "final_model.npz") as npz:
+                model = {k: npz[k] for k in npz.files}
+            metrics = json.loads((out / "metrics.json").read_text())
+            empty = [(k, r) for k in ("train", "evaluate") for r in range(1, ROUNDS + 1)
+                     if not metrics[k].get(str(r))]  # fmt: skip
+            assert not empty, f"{variant}: no client metrics in {empty}\n{log[-4000:]}"
+            done[variant] = {"model": model, "metrics": metrics, "log": log}
+        return done[variant]
+
+    return _run
+
+
+def _round(result: dict[str, Any], kind: str, server_round: int) -> dict[str, float]:
+    return result["metrics"][kind].get(str(server_round), {})
+
+
+def test_each_variant_adds_at_most_ten_lines() -> None:
+    counts = {
+        name: sum(added for added, _ in variants.count(patch).values())
+        for name, patch in variants.patches(APP).items()
+    }
+    assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd"}
+    assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
+    plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
+    assert "flwr_privacy" not in plain and "flower-privacy" not in plain
+
+
+def test_variants_readme_table_is_current() -> None:
+    assert variants.table(APP) in (APP / "README.md").read_text()
+
+
+def test_plain_app_learns(run: Callable[[str], dict[str, Any]]) -> None:
+    plain = run("none")
+    first, last = _round(plain, "train", 1), _round(plain, "train", ROUNDS)
+    print(f"plain: train loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}")
+    assert last["train_loss"] < first["train_loss"]
+    assert _round(plain, "evaluate", ROUNDS)["eval_acc"] >= 0.9  # seed 0: 0.969
+
+
+@pytest.mark.parametrize("backend", ["ckks", "paillier"])
+def test_encrypted_run_equals_plain_run(run: Callable[[str], dict[str, Any]], backend: str) -> None:
+    plain, encrypted = run("none"), run(backend)
+    assert encrypted["model"].keys() == plain["model"].keys()
+    diff = max(
+        float(np.abs(encrypted["model"][k] - plain["model"][k]).max()) for k in plain["model"]
+    )
+    print(f"{backend}: max |decrypted - plain| = {diff:.3g}")
+    assert diff <= 1e-4
+    accuracy = _round(encrypted, "evaluate", ROUNDS)["eval_acc"]
+    assert accuracy == pytest.approx(_round(plain, "evaluate", ROUNDS)["eval_acc"], abs=0.05)
+
+
+def test_box_plot_run_learns(run: Callable[[str], dict[str, Any]]) -> None:
+    result = run("box-plot")
+    print(f"box-plot: accuracy {_round(result, 'evaluate', ROUNDS)['eval_acc']:.3f}")
+    assert _round(result, "evaluate", ROUNDS)["eval_acc"] >= 0.9
+
+
+def _spent(result: dict[str, Any]) -> list[float]:
+    return [_round(result, "train", r)["dp-epsilon"] for r in range(1, ROUNDS + 1)]
+
+
+def test_dp_sgd_run_learns_within_budget(run: Callable[[str], dict[str, Any]]) -> None:
+    result = run("dp-sgd")
+    spent = _spent(result)
+    print(f"dp-sgd: epsilon {spent}, accuracy {_round(result, 'evaluate', ROUNDS)['eval_acc']:.3f}")
+    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # 2.04, 2.62
+    assert _round(result, "evaluate", ROUNDS)["eval_acc"] >= 0.5  # 0.86-0.91 over runs
+
+
+def test_local_dp_run_noises_at_the_planned_scale_within_budget(
+    run: Callable[[str], dict[str, Any]],
+) -> None:
+    """Local DP at epsilon 3 on 852 weights and 3 clients: the noise is the model.
+
+    Each client adds N(0, (sigma * 2 * clip)^2) per weight (2 * clip: the sensitivity of
+    an update when one client's data is replaced) to an update clipped to norm <= clip;
+    averaged over 3 clients and summed over 2 rounds that is sigma * 2 * clip * sqrt(2 / 3)
+    per weight (4.2) against updates of norm <= 1, so accuracy stays at chance.
+    The run must finish within budget with exactly that much noise.
+    """
+    plain, result = run("none"), run("local-dp")
+    spent = _spent(result)
+    assert 0 < spent[0] < spent[-1] <= EPSILON, spent  # 1.63, 2.39
+    sigma = _round(result, "train", ROUNDS)["dp-noise-multiplier"]
+    expected = sigma * 2 * LOCAL_DP_CLIP * np.sqrt(ROUNDS / NODES)
+    diff = np.concatenate(
+        [(result["model"][k] - plain["model"][k]).ravel() for k in plain["model"]]
+    )
+    rms = float(np.sqrt(np.mean(diff**2)))
+    print(f"local-dp: rms |noised - plain| = {rms:.3g}, planned {expected:.3g}")
+    assert 0.8 * expected <= rms <= 1.2 * expected  # 4.23-4.33 of 4.23
