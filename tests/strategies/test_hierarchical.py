@@ -20,6 +20,7 @@ from flwr_privacy.he import (
 from flwr_privacy.strategy.box_plot import BoxPlot
 from flwr_privacy.strategy.encrypted import AllKeysMismatched
 from flwr_privacy.strategy.hierarchical import assign_edges
+from flwr_privacy.strategy.wrapper import innermost, layers
 from strategies import Robustness, make_strategy
 from tests.strategies.conftest import Replies
 
@@ -54,8 +55,8 @@ def test_two_tier_plaintext_aggregate_equals_flat_fedavg(
     robust = Robustness(box=box)
     flat = make_strategy("fedavg", **COMMON, robust=robust)
     tiered = make_strategy("fedavg", **COMMON, robust=robust, edges=edges)
-    for s in (flat, tiered):
-        s._reference = np.ones(6)
+    for layer in (*layers(flat), *layers(tiered)):  # what configure_train sets in a run
+        layer._reference = np.ones(6)
     want, _ = flat.aggregate_train(1, make_replies(updates, sizes))
     got, metrics = tiered.aggregate_train(1, make_replies(updates, sizes))
     np.testing.assert_allclose(got["w"].numpy(), want["w"].numpy(), rtol=1e-6)
@@ -81,7 +82,7 @@ def test_two_tier_encrypted_sum_equals_flat_encrypted_sum(make_replies: Replies)
         "fedavg", **COMMON, **server, edges={n: n % 2 for n in range(1, 7)},
         on_tiers=lambda r, t: seen.append(t),
     )  # fmt: skip
-    for s in (flat, tiered):
+    for s in (innermost(flat), innermost(tiered)):  # the encrypted aggregation step
         s._layout, s._clip = layout_of({"w": np.zeros(5)}), 4.0
         s._settings = EncodeSettings()  # the round's encoding, as configure_train records it
     want, _ = flat.aggregate_train(1, make_replies(records, sizes))
@@ -109,8 +110,9 @@ def test_an_edge_on_foreign_keys_is_skipped_not_fatal(make_replies: Replies) -> 
     tiered = make_strategy(
         "fedavg", **COMMON, he_bundle=keys.public_only(), edges={1: 0, 2: 0, 3: 1}
     )
-    tiered._layout, tiered._clip = layout_of({"w": np.zeros(3)}), 4.0
-    tiered._settings = settings
+    step = innermost(tiered)  # the encrypted aggregation step
+    step._layout, step._clip = layout_of({"w": np.zeros(3)}), 4.0
+    step._settings = settings
     got, _ = tiered.aggregate_train(
         1, make_replies(records(keys, 2) + records(foreign, 1), [5] * 3)
     )
