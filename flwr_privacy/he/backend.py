@@ -36,6 +36,21 @@ class EncodeSettings:
     workers: int = 1
 
 
+@dataclass(frozen=True)
+class ScoreQuery:
+    """Encrypted scores to compute: clients' chunks and weights, and the center.
+
+    ``center`` is the encrypted global model's chunks (scaled by
+    ``center_weight``), a plaintext vector, or None for the weighted mean.
+    """
+
+    chunk_lists: list[list[bytes]]
+    weights: list[float]
+    size: int
+    center: list[bytes] | np.ndarray | None = None
+    center_weight: float = 1.0
+
+
 class Backend(Protocol):
     """What weighted aggregation needs from a homomorphic scheme.
 
@@ -55,13 +70,8 @@ class Backend(Protocol):
         """Header ``extra`` fields (besides ``clip``) of a contribution made under ``settings``."""
         ...
 
-    def encrypt(
-        self,
-        values: np.ndarray,
-        bundle: KeyBundle,
-        settings: EncodeSettings,
-        rng: np.random.Generator,
-    ) -> list[bytes]:
+    def encrypt(self, values: np.ndarray, bundle: KeyBundle, settings: EncodeSettings,
+                rng: np.random.Generator) -> list[bytes]:  # fmt: skip
         """Ciphertext chunks of clipped, weighted values in [-clip, clip]."""
         ...
 
@@ -79,16 +89,7 @@ class Backend(Protocol):
         """The decrypted sum of the weighted values, ``header.layout.size`` floats."""
         ...
 
-    def scores(
-        self,
-        chunk_lists: list[list[bytes]],
-        weights: list[float],
-        bundle: KeyBundle,
-        size: int,
-        *,
-        center: list[bytes] | np.ndarray | None = None,
-        center_weight: float = 1.0,
-    ) -> list[bytes]:
+    def scores(self, query: ScoreQuery, bundle: KeyBundle) -> list[bytes]:
         """Encrypted mean squared deviations from a center (see ``ckks.deviation_scores``)."""
         ...
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
-from flwr_privacy.he.backend import EncodeSettings
+from flwr_privacy.he.backend import EncodeSettings, ScoreQuery
 from flwr_privacy.he.bundle import BundleError, KeyBundle
 from flwr_privacy.he.payload import Header, PayloadError
 
@@ -176,15 +176,7 @@ def _weighted_sum(vectors: list[list[ts.CKKSVector]], factors: list[float]) -> l
     return out
 
 
-def deviation_scores(
-    chunk_lists: list[list[bytes]],
-    weights: list[float],
-    bundle: KeyBundle,
-    size: int,
-    *,
-    center: list[bytes] | np.ndarray | None = None,
-    center_weight: float = 1.0,
-) -> list[bytes]:
+def deviation_scores(query: ScoreQuery, bundle: KeyBundle) -> list[bytes]:
     """Encrypted mean squared deviation of each client's values from a center.
 
     Client ``i`` sent ``Enc(w_i * u_i)``. The result for ``i`` is one encrypted
@@ -194,7 +186,10 @@ def deviation_scores(
     bundle's evaluation keys; nothing is decrypted here.
     """
     ctx = context(bundle, secret=False, evaluation=True)
-    vectors = [[load_vector(ctx, c, j) for j, c in enumerate(chunks)] for chunks in chunk_lists]
+    weights, size, center = query.weights, query.size, query.center
+    vectors = [
+        [load_vector(ctx, c, j) for j, c in enumerate(chunks)] for chunks in query.chunk_lists
+    ]
     n, scale = len(vectors), 1.0 / float(np.sqrt(max(size, 1)))
     if center is None:
         ref = _weighted_sum(vectors, [scale / (n * w) for w in weights])
@@ -202,7 +197,7 @@ def deviation_scores(
         slot = slots(bundle)
         ref = [(center[i : i + slot] * scale).tolist() for i in range(0, size, slot)]
     else:
-        ref = [load_vector(ctx, c, j) * (scale / center_weight) for j, c in enumerate(center)]
+        ref = [load_vector(ctx, c, j) * (scale / query.center_weight) for j, c in enumerate(center)]
     scores = []
     for vs, w in zip(vectors, weights, strict=True):
         total: Any = None  # a tenseal CKKSVector (untyped) from the first part on
@@ -242,13 +237,8 @@ class Ckks:
     def encoding(self, bundle: KeyBundle, settings: EncodeSettings) -> dict[str, Any]:
         return {}
 
-    def encrypt(
-        self,
-        values: np.ndarray,
-        bundle: KeyBundle,
-        settings: EncodeSettings,
-        rng: np.random.Generator,
-    ) -> list[bytes]:
+    def encrypt(self, values: np.ndarray, bundle: KeyBundle, settings: EncodeSettings,
+                rng: np.random.Generator) -> list[bytes]:  # fmt: skip
         return encrypt(values, bundle)
 
     def check_chunks(self, chunks: list[bytes], bundle: KeyBundle, header: Header) -> None:
@@ -262,19 +252,8 @@ class Ckks:
     ) -> np.ndarray:
         return decrypt(chunks, bundle, header.layout.size)
 
-    def scores(
-        self,
-        chunk_lists: list[list[bytes]],
-        weights: list[float],
-        bundle: KeyBundle,
-        size: int,
-        *,
-        center: list[bytes] | np.ndarray | None = None,
-        center_weight: float = 1.0,
-    ) -> list[bytes]:
-        return deviation_scores(
-            chunk_lists, weights, bundle, size, center=center, center_weight=center_weight
-        )
+    def scores(self, query: ScoreQuery, bundle: KeyBundle) -> list[bytes]:
+        return deviation_scores(query, bundle)
 
 
 BACKEND = Ckks()

@@ -13,7 +13,7 @@ from typing import cast
 
 import numpy as np
 
-from flwr_privacy.he.backend import EncodeSettings, backend_for
+from flwr_privacy.he.backend import EncodeSettings, ScoreQuery, backend_for
 from flwr_privacy.he.bundle import KeyBundle
 from flwr_privacy.he.check import check_compatible
 from flwr_privacy.he.payload import Header, Layout, Payload, PayloadError
@@ -145,17 +145,16 @@ def encrypted_scores(
     out = {}
     for kind in kinds:
         if kind == "mean-distance":
-            out[kind] = backend.scores(chunks, weights, bundle, size)
+            out[kind] = backend.scores(ScoreQuery(chunks, weights, size), bundle)
         elif kind == "norm" and isinstance(reference, Payload):
             check_compatible(reference, bundle)
-            out[kind] = backend.scores(
-                chunks, weights, bundle, size,
-                center=list(reference.chunks), center_weight=reference.header.weight,
-            )  # fmt: skip
+            query = ScoreQuery(chunks, weights, size, center=list(reference.chunks),
+                               center_weight=reference.header.weight)  # fmt: skip
+            out[kind] = backend.scores(query, bundle)
         elif kind == "norm":  # plaintext round-1 model, flattened in the payloads' order
             plain = cast(dict[str, np.ndarray], reference)  # not a Payload: the branch above
             _, flat = flatten({k: plain[k] for k in payloads[0].header.layout.names})
-            out[kind] = backend.scores(chunks, weights, bundle, size, center=flat)
+            out[kind] = backend.scores(ScoreQuery(chunks, weights, size, center=flat), bundle)
         else:
             raise ValueError(f"score {kind!r} cannot be computed on ciphertexts")
     return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from multiprocessing import get_context
 from typing import Any
@@ -25,7 +25,7 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
-from flwr_privacy.he.backend import EncodeSettings
+from flwr_privacy.he.backend import EncodeSettings, ScoreQuery
 from flwr_privacy.he.bundle import KeyBundle
 from flwr_privacy.he.payload import Header, PayloadError
 from flwr_privacy.he.quantize import dequantize_sum, headroom_bits, quantize
@@ -87,12 +87,8 @@ class Packing:
         return cls(bits, slot_bits, per_ct, True)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "slot-bits": self.slot_bits,
-            "per-ct": self.per_ct,
-            "packed": self.packed,
-        }
+        """Header fields: ``bits``, ``slot-bits``, ``per-ct``, ``packed``."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Packing:
@@ -275,13 +271,8 @@ class PaillierBackend:
     def encoding(self, bundle: KeyBundle, settings: EncodeSettings) -> dict[str, Any]:
         return {"packing": self.plan(bundle, settings).as_dict(), "max_count": settings.max_count}
 
-    def encrypt(
-        self,
-        values: np.ndarray,
-        bundle: KeyBundle,
-        settings: EncodeSettings,
-        rng: np.random.Generator,
-    ) -> list[bytes]:
+    def encrypt(self, values: np.ndarray, bundle: KeyBundle, settings: EncodeSettings,
+                rng: np.random.Generator) -> list[bytes]:  # fmt: skip
         u = quantize(values, bound=settings.clip, bits=settings.bits, rng=rng)
         return encrypt(u, bundle, self.plan(bundle, settings), workers=settings.workers)
 
@@ -304,16 +295,7 @@ class PaillierBackend:
         clip = float(header.extra["clip"])
         return dequantize_sum(sums, bound=clip, bits=packing.bits, count=header.count)
 
-    def scores(
-        self,
-        chunk_lists: list[list[bytes]],
-        weights: list[float],
-        bundle: KeyBundle,
-        size: int,
-        *,
-        center: list[bytes] | np.ndarray | None = None,
-        center_weight: float = 1.0,
-    ) -> list[bytes]:
+    def scores(self, query: ScoreQuery, bundle: KeyBundle) -> list[bytes]:
         raise PayloadError(
             "encrypted scores need ciphertext multiplication; Paillier only adds ciphertexts"
         )

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from logging import INFO, WARNING
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
@@ -85,16 +86,10 @@ class StopOnEmptyRounds(StrategyWrapper):
         self._empty: dict[int, dict[int, str]] = {}  # round -> node -> reason, this streak
         self._messages: list[Message] = []  # this round's train messages (ids set when pushed)
 
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-    ) -> Result:
+    def start(  # the other arguments of Flower's start pass through
+        self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, *args: Any,
+        **kwargs: Any,
+    ) -> Result:  # fmt: skip
         """Flower's own loop; fails after ``min(max_empty_rounds, num_rounds)`` empty rounds.
 
         Long lists in Flower's log lines are shortened while it runs (``short_lists``).
@@ -102,8 +97,7 @@ class StopOnEmptyRounds(StrategyWrapper):
         self._limit = min(self.max_empty_rounds, num_rounds)
         self._empty = {}
         with short_lists(FLOWER_LOGGER):
-            return super().start(grid, initial_arrays, num_rounds, timeout, train_config,
-                                 evaluate_config, evaluate_fn)  # fmt: skip
+            return super().start(grid, initial_arrays, num_rounds, *args, **kwargs)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -60,25 +60,20 @@ class StrategyWrapper(Strategy):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_train(server_round, arrays, config, grid)
+    # Each step goes to the inner strategy unchanged (Flower calls them positionally).
+    def configure_train(self, *args: Any, **kwargs: Any) -> Iterable[Message]:
+        return self.inner.configure_train(*args, **kwargs)
 
     def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+        self, *args: Any, **kwargs: Any
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.inner.aggregate_train(server_round, replies)
+        return self.inner.aggregate_train(*args, **kwargs)
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+    def configure_evaluate(self, *args: Any, **kwargs: Any) -> Iterable[Message]:
+        return self.inner.configure_evaluate(*args, **kwargs)
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
+    def aggregate_evaluate(self, *args: Any, **kwargs: Any) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(*args, **kwargs)
 
     def summary(self) -> None:
         self.inner.summary()
