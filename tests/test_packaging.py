@@ -1,6 +1,7 @@
 """The installed project exposes one import name, ``flwr_privacy``; nothing of it shadows a
 user's own ``app``/``tasks``/``data``/``strategies`` modules or Opacus' ``benchmarks``."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,11 @@ print(json.dumps(out))
 def _probe(cwd: Path) -> dict[str, str | None]:
     import json
 
+    # What the installed project exposes: without a PYTHONPATH some earlier test's Ray or
+    # Flower runtime may have exported into this process's environment.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+                          text=True, check=True, env=env)  # fmt: skip
     return json.loads(done.stdout)
 
 
