@@ -94,6 +94,6 @@ def test_tampering_layer_marks_only_the_malicious_nodes(server_identity: None) -
 
     strategy = Tampering(FedAvg(), attack=Tamper(kind="scale"), nodes={12})
     arrays = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
-    messages = strategy.configure_train(1, arrays, ConfigRecord(), TwoNodes())  # type: ignore[arg-type]
+    messages = strategy.configure_train(1, arrays, ConfigRecord(), TwoNodes())  # type: ignore[arg-type]  # a stand-in grid
     marked = {m.metadata.dst_node_id: TAMPER_RECORD in m.content for m in messages}
     assert marked == {11: False, 12: True}

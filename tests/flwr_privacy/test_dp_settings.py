@@ -27,10 +27,10 @@ def test_bad_settings_name_the_field_and_what_is_allowed(kwargs: dict, match: st
 
 def test_settings_are_keyword_only_and_frozen() -> None:
     with pytest.raises(TypeError):
-        DpSettings("local")  # type: ignore[misc]
+        DpSettings("local")  # type: ignore[misc]  # positional on purpose: refused
     dp = DpSettings(mode="local")
     with pytest.raises(AttributeError):
-        dp.epsilon = 9.0  # type: ignore[misc]
+        dp.epsilon = 9.0  # type: ignore[misc]  # frozen on purpose: refused
 
 
 @pytest.mark.parametrize("noise_seed", [None, 0, 12345])

@@ -66,7 +66,7 @@ class _Link:
 
 
 def _start(guard: StopOnEmptyRounds, grid: _Link, rounds: int, **kwargs: object) -> None:
-    guard.start(grid=grid, initial_arrays=_arrays(), num_rounds=rounds, **kwargs)  # type: ignore[arg-type]
+    guard.start(grid=grid, initial_arrays=_arrays(), num_rounds=rounds, **kwargs)  # type: ignore[arg-type]  # a stand-in grid
 
 
 def test_rounds_without_any_contribution_end_the_run_with_each_nodes_reason() -> None:
@@ -147,7 +147,7 @@ def test_refused_replies_carry_the_strategys_reason() -> None:
 @pytest.mark.parametrize("bad", [0, -1, 1.5])
 def test_max_empty_rounds_must_be_a_positive_integer(bad: object) -> None:
     with pytest.raises(ValueError, match=f"max_empty_rounds = {bad}: use an integer >= 1"):
-        StopOnEmptyRounds(FedAvg(), max_empty_rounds=bad)  # type: ignore[arg-type]
+        StopOnEmptyRounds(FedAvg(), max_empty_rounds=bad)  # type: ignore[arg-type]  # bad on purpose
 
 
 def test_start_logs_long_config_lists_as_counts(caplog: pytest.LogCaptureFixture) -> None:

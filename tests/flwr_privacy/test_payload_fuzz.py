@@ -165,7 +165,7 @@ def _honest(path: tuple[str, ...], value: object) -> bool:
     """A value the server cannot tell from an honest client's: a weight or clipped count."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if path == ("weight",):
-        return number and 0 < value <= 1  # type: ignore[operator]
+        return number and 0 < value <= 1  # type: ignore[operator]  # any fuzzed value
     if path == ("clipped",):
         return type(value) is int and 0 <= value <= 4163
     return False
