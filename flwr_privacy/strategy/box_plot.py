@@ -45,16 +45,26 @@ TINY = 1e-12  # floor before the log: a zero score (an echoed model) is far belo
 
 @dataclass(frozen=True)
 class BoxPlot:
-    """Filter settings: fence width ``k``, scores, client or coordinate variant, quartile rule."""
+    """Filter settings: fence width ``k``, scores, client or coordinate variant, quartile rule.
+
+    ``min_spread`` is the smallest IQR of the log scores the client variant uses:
+    scores within ``exp(k * min_spread)`` (16 % by default) of the quartiles are
+    never outliers. Without it, ties are split by rounding: one large outlier
+    among four clients pulls the mean so far that every honest distance to it is
+    the same number, the IQR is ~1e-16 and honest clients fell outside at random.
+    """
 
     k: float = 1.5
     scores: tuple[str, ...] = ("median-distance",)
     variant: str = "client"
     quartiles: str = "inner"
+    min_spread: float = 0.1
 
     def __post_init__(self) -> None:
         if self.k < 0:
             raise ValueError(f"box-plot k must be >= 0, got {self.k}")
+        if self.min_spread < 0:
+            raise ValueError(f"box-plot min_spread must be >= 0, got {self.min_spread}")
         if not self.scores or any(s not in SCORES for s in self.scores):
             raise ValueError(f"box-plot scores {self.scores} must be among {SCORES}")
         if self.variant not in VARIANTS:
@@ -112,8 +122,14 @@ def quartiles(values: np.ndarray, method: str = "inner", axis: int | None = None
     return np.quantile(values, 0.25, axis=axis), np.quantile(values, 0.75, axis=axis)
 
 
-def fences(values: np.ndarray, k: float = 1.5, method: str = "inner", axis: int | None = None):
-    """Tukey fences ``(Q1 - k*IQR, Q3 + k*IQR)``.
+def fences(
+    values: np.ndarray,
+    k: float = 1.5,
+    method: str = "inner",
+    axis: int | None = None,
+    min_iqr: float = 0.0,
+):
+    """Tukey fences ``(Q1 - k*IQR, Q3 + k*IQR)``, the IQR at least ``min_iqr``.
 
     Inner quartiles sit closer together than the interpolated ones (order
     statistics 3 and 6 of 0..9 instead of positions 2.25 and 6.75), so their
@@ -126,6 +142,7 @@ def fences(values: np.ndarray, k: float = 1.5, method: str = "inner", axis: int 
         n = np.size(values) if axis is None else np.shape(values)[axis]
         i1, i3 = math.ceil(0.25 * (n - 1)), math.floor(0.75 * (n - 1))
         iqr = iqr * (0.5 * (n - 1) / (i3 - i1) if i3 > i1 else 1.0)
+    iqr = np.maximum(iqr, min_iqr)
     return q1 - k * iqr, q3 + k * iqr
 
 
@@ -173,7 +190,9 @@ def box_filter(
         if valid.sum() < MIN_CLIENTS:
             report.note = f"fewer than {MIN_CLIENTS} valid scores: no fences"
             continue
-        lo, hi = np.exp(fences(np.log(np.maximum(vals[valid], TINY)), box.k, box.quartiles))
+        lo, hi = np.exp(fences(
+            np.log(np.maximum(vals[valid], TINY)), box.k, box.quartiles, min_iqr=box.min_spread
+        ))
         report.fences[kind] = (float(lo), float(hi))  # as computed, also when one-sided
         if kind in ONE_SIDED:
             lo = -np.inf

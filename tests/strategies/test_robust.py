@@ -34,6 +34,20 @@ def test_inner_quartiles_resist_three_outliers_of_ten() -> None:
     assert fences(values, 1.5, "linear")[1] > 5.2  # interpolated Q3 is pulled into them
 
 
+def test_tied_honest_scores_are_not_split_by_rounding() -> None:
+    # Seen in a CKKS run: one boosted client of four pulls the mean so far that two
+    # honest distances to it tie; Q1 = Q3 = the tie, and exp(log(t)) < t drops both.
+    tie = 0.05648
+    assert np.exp(np.log(tie)) < tie  # the rounding that split them
+    scores = {"mean-distance": np.array([0.02, tie, tie, 0.1682])}
+    report = box_filter([1, 2, 3, 4], scores, BoxPlot(scores=("mean-distance",)), invalid={})
+    assert set(report.dropped) == {4}
+    without_floor = BoxPlot(scores=("mean-distance",), min_spread=0.0)
+    assert set(box_filter([1, 2, 3, 4], scores, without_floor, invalid={}).dropped) == {2, 3, 4}
+    with pytest.raises(ValueError, match="min_spread"):
+        BoxPlot(min_spread=-1.0)
+
+
 def test_dropped_set_on_a_constructed_case() -> None:
     nodes = list(range(10))
     distance = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98, 0.01, 5.0, 1.0])
