@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs
 from torch import nn
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
@@ -251,7 +251,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0) -> float:
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0) -> float:
     """SSIM of one image pair (torchmetrics; Gaussian window 11, sigma 1.5)."""
-    return float(structural_similarity_index_measure(a[None], b[None], data_range=data_range))
+    value = structural_similarity_index_measure(a[None], b[None], data_range=data_range)
+    assert isinstance(value, torch.Tensor)  # a tuple only with return_full_image=True
+    return float(value)
 
 
 def match_images(
