@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -232,30 +233,42 @@ def _line(c: dict[str, Any]) -> str:
     return text
 
 
+def _color(mode: str, eps: float | None) -> Any:
+    import matplotlib.pyplot as plt
+
+    if mode == "none":
+        return "black"
+    cmap = plt.cm.Blues if mode == "dp-sgd" else plt.cm.Oranges
+    return cmap(0.45 + 0.5 * min(math.log(eps or 1.0) / math.log(8.0), 1.0))
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """ROC curves of LiRA on log-log axes, one panel per (task, target); loss attack dashed."""
+    """ROC curves on log-log axes, one panel per (task, target): LiRA solid, the loss attack
+    dashed (no DP only); thin dotted lines are the DP bound e^eps FPR + delta at eps 1 and 3."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["task"], r["target"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    grid = np.logspace(-4, 0, 60)
     for ax, (task, target) in zip(axes[0], panels, strict=True):
         mine = [r for r in rows if (r["task"], r["target"]) == (task, target)]
-        labels = sorted({(r["mode"], r["epsilon-setting"] or 0.0) for r in mine})
-        colors = dict(zip(labels, plt.cm.viridis(np.linspace(0, 0.9, len(labels))), strict=True))
-        for r in mine:
-            key = (r["mode"], r["epsilon-setting"] or 0.0)
+        for r in sorted(mine, key=lambda r: (r["mode"], r["epsilon-setting"] or 0.0)):
             if r["attack"] == "loss" and r["mode"] != "none":
                 continue
-            name = "no DP" if r["mode"] == "none" else f"{r['mode']} eps {key[1]:g}"
-            fpr = np.maximum(r["roc"]["fpr"], 1e-4)
-            ax.plot(fpr, np.maximum(r["roc"]["tpr"], 1e-4), color=colors[key],
-                    ls="-" if r["attack"] == "lira" else "--",
+            eps = r["epsilon-setting"]
+            name = "no DP" if r["mode"] == "none" else f"{r['mode']} eps {eps:g}"
+            ax.plot(np.maximum(r["roc"]["fpr"], 1e-4), np.maximum(r["roc"]["tpr"], 1e-4),
+                    color=_color(r["mode"], eps), ls="-" if r["attack"] == "lira" else "--",
                     label=f"{name} ({r['attack']}, AUC {r['auc']:.2f})")  # fmt: skip
-        grid = np.logspace(-4, 0, 50)
         ax.plot(grid, grid, color="grey", lw=0.8, ls=":")
+        for eps in (1.0, 3.0):
+            ax.plot(grid, np.minimum(1, math.exp(eps) * grid + 1e-5), color="grey", lw=0.6,
+                    ls="-.")  # fmt: skip
+            ax.text(1.1e-3, math.exp(eps) * 1.1e-3 * 1.3, f"bound eps {eps:g}", fontsize=6,
+                    color="grey")  # fmt: skip
         ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1),
                xlabel="false positive rate", ylabel="true positive rate",
                title=f"{task}: {target} model")  # fmt: skip
@@ -291,7 +304,17 @@ def main() -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "membership.json")
+    p.add_argument("--merge", type=Path, nargs="+", default=[],
+                   help="only merge these result files into --out and plot them")  # fmt: skip
     args = p.parse_args()
+    if args.merge:
+        merged = [r for f in args.merge for r in json.loads(f.read_text())["rows"]]
+        args.out.write_text(json.dumps({"rows": merged, "merged": [str(f) for f in args.merge],
+                                        "environment": environment()}, indent=1))  # fmt: skip
+        for r in merged:
+            print(_line(r))
+        plot(merged, args.out.with_suffix(".png"))
+        return
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
