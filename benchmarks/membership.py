@@ -233,6 +233,41 @@ def _line(c: dict[str, Any]) -> str:
     return text
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A README table: one line per (task, target, mode, epsilon), LiRA / loss attack."""
+    head = ("| task | target | mode | eps (bound) | acc train / held-out | AUC LiRA / loss "
+            "| TPR@1% | TPR@0.1% | bound @1% / @0.1% | within (point) | violated (95 %) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    lines = [head]
+    key = lambda r: (r["task"], r["target"], MODES.index(r["mode"]), r["epsilon-setting"] or 0)  # noqa: E731
+    by = {}
+    for r in rows:
+        by.setdefault(key(r), {})[r["attack"]] = r
+    for k in sorted(by):
+        lira, loss = by[k].get("lira"), by[k].get("loss")
+        if lira is None or loss is None:
+            continue
+        b = lira.get("bounds") or {}
+        eps = "-" if lira["mode"] == "none" else f"{lira['epsilon-bound']:.2f}"
+        both = [lira.get("bounds") or {}, loss.get("bounds") or {}]  # either attack counts
+        within = "-" if not b else " / ".join(
+            "yes" if all(x[f]["point-within-bound"] for x in both) else "no"
+            for f in ("0.01", "0.001"))  # fmt: skip
+        violated = "-" if not b else " / ".join(
+            "YES" if any(x[f]["violated"] for x in both) else "no"
+            for f in ("0.01", "0.001"))  # fmt: skip
+        bounds = "-" if not b else f"{b['0.01']['bound']:.4f} / {b['0.001']['bound']:.4f}"
+        lines.append(
+            f"| {lira['task']} | {lira['target']} | {lira['mode']} | {eps} "
+            f"| {lira['train-accuracy']:.3f} / {lira['held-out-accuracy']:.3f} "
+            f"| {lira['auc']:.3f} / {loss['auc']:.3f} "
+            f"| {lira['tpr@0.01']:.4f} / {loss['tpr@0.01']:.4f} "
+            f"| {lira['tpr@0.001']:.4f} / {loss['tpr@0.001']:.4f} | {bounds} | {within} "
+            f"| {violated} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
 def _color(mode: str, eps: float | None) -> Any:
     import matplotlib.pyplot as plt
 
@@ -313,6 +348,7 @@ def main() -> None:
                                         "environment": environment()}, indent=1))  # fmt: skip
         for r in merged:
             print(_line(r))
+        print(markdown(merged))
         plot(merged, args.out.with_suffix(".png"))
         return
     torch.set_num_threads(1)
