@@ -248,7 +248,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if lira is None or loss is None:
             continue
         b = lira.get("bounds") or {}
-        eps = "-" if lira["mode"] == "none" else f"{lira['epsilon-bound']:.2f}"
+        eps = "-" if lira["mode"] == "none" else f"{lira['epsilon-setting']:g}"
+        if lira["mode"] != "none" and abs(lira["epsilon-bound"] - lira["epsilon-setting"]) > 0.01:
+            eps += f" ({lira['epsilon-bound']:.2f} alone)"
         both = [lira.get("bounds") or {}, loss.get("bounds") or {}]  # either attack counts
         within = "-" if not b else " / ".join(
             "yes" if all(x[f]["point-within-bound"] for x in both) else "no"
