@@ -2,6 +2,10 @@
 
     python -m benchmarks.membership                    # both tasks, no DP + dp-sgd/distributed
     python -m benchmarks.membership --tasks mnist --modes none --shadows 4
+    python -m benchmarks.membership --merge a.json b.json --out membership.json  # table + PNG
+
+On 2 busy shared cores one MNIST DP setting takes 6-13 min (the target run and
+Opacus shadows); the README figures are several such runs merged with ``--merge``.
 
 Targets (one real Flower simulation per setting, ``app.simulation.simulate``):
 
