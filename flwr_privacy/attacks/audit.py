@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 # scipy ships no type information (no py.typed); pyproject's mypy overrides do not list it yet
 from scipy.optimize import brentq  # type: ignore[import-untyped]
 from scipy.special import expit  # type: ignore[import-untyped]
@@ -38,6 +39,7 @@ __all__ = [
     "choose_guesses",
     "epsilon_lower_bound",
     "gaussian_canaries",
+    "gradient_alignment_scores",
     "loss_scores",
     "membership",
     "p_value",
@@ -196,3 +198,25 @@ def loss_scores(
         reference.eval()
         score = score + loss(reference(inputs), labels)
     return score.detach().double().numpy()
+
+
+def gradient_alignment_scores(
+    models: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, loss: PerExampleLoss
+) -> np.ndarray:
+    """Per-canary score over a sequence of released models w_0, ..., w_T:
+    sum_t <w_{t+1} - w_t, -grad loss_j(w_t)>, how far each step went down canary j's loss.
+
+    An included canary's clipped gradient is part of the steps it was sampled in, so
+    its steps align with it; every model a client receives is a DP release the ledger
+    covers, so scoring on all of them is within the threat model (any client sees them).
+    """
+    scores = np.zeros(len(labels))
+    for before, after in zip(models[:-1], models[1:], strict=True):
+        params = [p for p in before.parameters() if p.requires_grad]
+        step = [(a.detach() - b.detach()) for b, a in zip(params, after.parameters(), strict=True)]
+        before.eval()
+        for j in range(len(labels)):
+            grads = torch.autograd.grad(loss(before(inputs[j : j + 1]), labels[j : j + 1]).sum(),
+                                        params)  # fmt: skip
+            scores[j] -= float(sum((g * s).sum() for g, s in zip(grads, step, strict=True)))
+    return scores
