@@ -15,6 +15,7 @@ from flwr_privacy.attacks.audit import (
     audit,
     choose_guesses,
     epsilon_lower_bound,
+    gradient_alignment_scores,
     loss_scores,
     membership,
     p_value,
@@ -119,3 +120,23 @@ def test_audit_separates_private_from_non_private_and_stays_below_the_ledger() -
     assert non_private > 2.5
     assert private < non_private
     assert private <= ledger
+
+
+def test_gradient_alignment_scores_the_canary_a_step_was_taken_on() -> None:
+    # Prepare: one SGD step on canary 0 only
+    torch.manual_seed(0)
+    before = nn.Sequential(nn.Linear(4, 1), nn.Flatten(0))
+    after = nn.Sequential(nn.Linear(4, 1), nn.Flatten(0))
+    after.load_state_dict(before.state_dict())
+    x, y = torch.eye(4), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    per_example = lambda out, lab: nn.functional.binary_cross_entropy_with_logits(  # noqa: E731
+        out, lab, reduction="none"
+    )
+    opt = torch.optim.SGD(after.parameters(), lr=1.0)
+    per_example(after(x[:1]), y[:1]).sum().backward()
+    opt.step()
+    # Execute
+    scores = gradient_alignment_scores([before, after], x, y, per_example)
+    # Assert: the step went down canary 0's loss most (the others share only the bias)
+    assert scores[0] > 0
+    assert scores[0] == scores.max()
