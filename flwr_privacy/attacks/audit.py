@@ -42,6 +42,7 @@ __all__ = [
     "gradient_alignment_scores",
     "loss_scores",
     "membership",
+    "mislabel",
     "p_value",
 ]
 
@@ -176,6 +177,17 @@ def gaussian_canaries(
     x = scale * torch.randn((m, *shape), generator=g)
     y = torch.randint(0, num_classes, (m,), generator=g)
     return x, y
+
+
+def mislabel(labels: torch.Tensor, num_classes: int, *, seed: int) -> torch.Tensor:
+    """Each label moved to a uniformly random other class: held-out records turned canaries.
+
+    Real inputs keep the canaries distinct to the model (random-noise inputs look alike
+    to a CNN, so their random labels interfere); only inclusion teaches the wrong label.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, labels.shape, generator=g)
+    return (labels + shift) % num_classes
 
 
 @torch.no_grad()
