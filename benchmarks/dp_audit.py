@@ -195,7 +195,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.bar(x + 0.2, [r["ledger-epsilon"] or 0.0 for r in rows], 0.4, label="ledger epsilon")
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("epsilon")
-    ax.set_title("One-run audit (Steinke et al. 2023): lower bound vs ledger, delta 1e-5")
+    ax.set_title(f"One-run audit (Steinke et al. 2023) at delta {rows[0]['delta']:g}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
