@@ -14,7 +14,8 @@ this toolkit does not install; the p-value is the same computation as the
 authors' appendix code and ``jax_privacy.auditing._one_run_p_value``.
 
 Against whom: the number measures what an auditor who chose the canaries and
-holds what ``scores`` was computed from (here: the final model) can learn;
+holds what the scores were computed from (the final model: ``loss_scores``; every
+released global model: ``gradient_alignment_scores``) can learn;
 weak canaries give a bound near 0 even for a leaky algorithm, so a small bound
 is no proof of privacy, only a large one is proof of a bug.
 """
