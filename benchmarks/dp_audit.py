@@ -69,7 +69,8 @@ class Setting:
 
 
 def setting(args: argparse.Namespace) -> Setting:
-    common = {"num-server-rounds": args.rounds, "local-epochs": 1, "val-fraction": 0.02,
+    common = {"num-server-rounds": args.rounds, "local-epochs": args.local_epochs,
+              "val-fraction": 0.02,
               "fraction-evaluate": 0.0, "seed": args.seed}  # fmt: skip
     if args.task == "breast-cancer":
         bc = {"task": "breast-cancer", "batch-size": 16, "learning-rate": args.lr or 0.5}
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace, mode: str, epsilon: float | None) -> dict[str,
         cfg |= {"dp.mode": mode, "dp.epsilon": epsilon, "dp.delta": args.delta,
                 "dp.max-grad-norm": args.clip}  # fmt: skip
     if mode == "distributed":  # one DP-SGD step a round under server-blind CKKS
-        cfg |= {"he.backend": "ckks", "min-clients": args.clients}
+        cfg |= {"he.backend": "ckks", "min-clients": args.clients, "local-epochs": 1}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "models").mkdir()
@@ -152,7 +153,8 @@ def run(args: argparse.Namespace, mode: str, epsilon: float | None) -> dict[str,
         "task": s.task if s.task == "breast-cancer" else f"mnist (subset {args.subset}/client)",
         "mode": mode if epsilon is not None else "no DP", "target-epsilon": epsilon,
         "ledger-epsilon": privacy.get("epsilon-max"), "status": res["status"],
-        "rounds": len(res["rounds"]), "clients": args.clients, "seconds": seconds,
+        "rounds": len(res["rounds"]), "local-epochs": cfg["local-epochs"],
+        "clients": args.clients, "seconds": seconds,
         **result.as_dict(), "released-models": len(models),
         "final-model-only": last.as_dict(),
         "final-accuracy": (res.get("final") or {}).get("accuracy"),
@@ -220,6 +222,7 @@ def main() -> None:
     p.add_argument("--m", type=int, default=0, help="canaries; 0: 100 (breast cancer), 200 (mnist)")
     p.add_argument("--rounds", type=int, default=0, help="0: 20 (breast cancer), 10 (mnist)")
     p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--local-epochs", type=int, default=1, help="(distributed: always 1)")
     p.add_argument("--subset", type=int, default=300, help="mnist: real records per client")
     p.add_argument("--data-dir", default="/work/shared/data/mnist")
     p.add_argument("--lr", type=float, default=0.0, help="0: the task's default")
