@@ -5,7 +5,7 @@ Usage:
   python -m benchmarks.dp_audit                      # the default suite (about 30 min, 1 core)
   python -m benchmarks.dp_audit --task breast-cancer --modes none dp-sgd --epsilons 3 \\
          --m 200 --rounds 20 --clients 5
-  python -m benchmarks.dp_audit --task mnist --data-dir /work/shared/data/mnist --subset 300
+  python -m benchmarks.dp_audit --task mnist --data-dir ../shared/data/mnist --subset 300
 
 Each run: m canaries (breast cancer: out-of-distribution points with random labels,
 ``gaussian_canaries``; MNIST: held-out test images with wrong labels, ``mislabel``),
@@ -224,7 +224,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--local-epochs", type=int, default=1, help="(distributed: always 1)")
     p.add_argument("--subset", type=int, default=300, help="mnist: real records per client")
-    p.add_argument("--data-dir", default="/work/shared/data/mnist")
+    p.add_argument("--data-dir", default="../shared/data/mnist")
     p.add_argument("--lr", type=float, default=0.0, help="0: the task's default")
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--delta", type=float, default=1e-5)
