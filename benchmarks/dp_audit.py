@@ -46,12 +46,12 @@ from app.simulation import simulate
 from benchmarks.runs import final_model, with_dealt_keys
 from flwr_privacy.attacks.audit import (
     PerExampleLoss,
-    audit,
     gaussian_canaries,
     gradient_alignment_scores,
     loss_scores,
     membership,
     mislabel,
+    one_run_audit,
 )
 from tasks import Task, get_task
 from tasks.arrays import ArrayTask
@@ -145,9 +145,10 @@ def run(args: argparse.Namespace, mode: str, epsilon: float | None) -> dict[str,
     loss = per_example_loss(s.task)
     # Pre-registered score: the steps of all released global models along each canary's
     # gradient; beside it (its own 95 % claim) the final model's loss drop from w_0.
-    result = audit(gradient_alignment_scores(models, cx, cy, loss), included, delta=args.delta)
-    last = audit(loss_scores(final, cx, cy, loss, reference=models[0]), included,
-                 delta=args.delta)  # fmt: skip
+    aligned = gradient_alignment_scores(models, cx, cy, loss)
+    result = one_run_audit(aligned, included, delta=args.delta)
+    dropped = loss_scores(final, cx, cy, loss, reference=models[0])
+    last = one_run_audit(dropped, included, delta=args.delta)
     privacy = res.get("privacy") or {}
     row = {
         "task": s.task if s.task == "breast-cancer" else f"mnist (subset {args.subset}/client)",

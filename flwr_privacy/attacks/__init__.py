@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "check_dp_bound": "flwr_privacy.attacks.membership",
     # the one-run DP audit: an empirical epsilon lower bound from canaries
     "AuditResult": "flwr_privacy.attacks.audit",
-    "audit": "flwr_privacy.attacks.audit",
+    "one_run_audit": "flwr_privacy.attacks.audit",
     "epsilon_lower_bound": "flwr_privacy.attacks.audit",
     "p_value": "flwr_privacy.attacks.audit",
     "choose_guesses": "flwr_privacy.attacks.audit",

@@ -36,7 +36,7 @@ from torch import nn
 
 __all__ = [
     "AuditResult",
-    "audit",
+    "one_run_audit",
     "choose_guesses",
     "epsilon_lower_bound",
     "gaussian_canaries",
@@ -132,7 +132,7 @@ class AuditResult:
         return dict(self.__dict__)
 
 
-def audit(
+def one_run_audit(
     scores: Sequence[float] | np.ndarray,
     included: Sequence[bool] | np.ndarray,
     *,

@@ -12,12 +12,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from flwr_privacy.attacks.audit import (
-    audit,
     choose_guesses,
     epsilon_lower_bound,
     gradient_alignment_scores,
     loss_scores,
     membership,
+    one_run_audit,
     p_value,
 )
 from flwr_privacy.dp.ledger import gaussian_epsilon
@@ -59,7 +59,7 @@ def test_p_value_is_a_binomial_tail_without_delta() -> None:
 def test_choose_guesses_and_audit_count_right() -> None:
     scores = np.array([0.9, 0.1, 0.5, 0.8, 0.2, 0.3])
     assert choose_guesses(scores, 2, 2).tolist() == [1, -1, 0, 1, -1, 0]
-    res = audit(scores, [True, False, False, True, True, False], delta=1e-5, ks=[(2, 2)])
+    res = one_run_audit(scores, [True, False, False, True, True, False], delta=1e-5, ks=[(2, 2)])
     assert (res.guesses, res.correct) == (4, 3)
 
 
@@ -101,7 +101,7 @@ def _audit(dp: DpSgd | None, seed: int = 0) -> float:
                      seed=seed + 11)  # fmt: skip
     per_example = lambda out, lab: bce(out, lab, reduction="none")  # noqa: E731
     scores = loss_scores(model, cx, cy, per_example, reference=initial)
-    return audit(scores, inc, delta=DELTA).epsilon
+    return one_run_audit(scores, inc, delta=DELTA).epsilon
 
 
 def test_audit_separates_private_from_non_private_and_stays_below_the_ledger() -> None:
