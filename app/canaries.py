@@ -19,16 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from app.client_app import _model, _partition, _reply, _setup, he_mod
-from app.client_app import describe as _describe
-from app.client_app import evaluate as _evaluate
-from app.dp_client import train_private
-from app.records import ARRAYS, CONFIG, PARTITION_ID, SETUP_ACTION
-from flwr_privacy.dp import BudgetExhausted, declined, dp_settings
+from app.client_app import describe, evaluate, he_mod, partition, setup, train_on
+from app.records import ARRAYS, CONFIG, SETUP_ACTION
 from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores
 from flwr_privacy.mods.local_dp import local_dp_mod
@@ -86,32 +82,19 @@ def make_canary_app(plan: CanaryPlan) -> ClientApp:
     """The app's ClientApp whose training splits hold ``plan``'s canaries."""
     app = ClientApp(mods=[he_mod, local_dp_mod, tamper_mod])
     app.query(SCORES_ACTION)(decrypt_scores)
-    app.evaluate()(_evaluate)
+    app.evaluate()(evaluate)
 
     # The setup query reports the real split (its full size: round 1 weighs clients by it,
     # later rounds by what training replies report) and never sees the canaries.
-    app.query(SETUP_ACTION)(_describe)
+    app.query(SETUP_ACTION)(describe)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """``app.client_app.train`` on the partition plus its canaries (no server-keyed HE)."""
-        task, settings, data = _setup(msg, context)
-        if msg.content[CONFIG].get("he.mode") == "server-keyed":
-            raise ValueError("the canary app does not run server-keyed HE")
-        partition_id = _partition(context)[0]
+        """``app.client_app.train`` on the partition plus its canaries."""
+        task, settings, data = setup(msg, context)
+        partition_id = partition(context)[0]
         plan.record(msg, partition_id)
         data = ClientData(train=plan.apply(data.train, partition_id), val=data.val)
-        model = _model(task, msg)
-        dp = dp_settings(msg)
-        if dp is not None and dp.on_clients:
-            try:
-                metrics = train_private(task, model, data, settings.train, msg, context, dp)
-            except BudgetExhausted as e:
-                return declined(msg, e)
-            metrics[PARTITION_ID] = partition_id
-        else:
-            metrics = task.train(model, data.train, settings.train)
-        arrays = {ARRAYS: ArrayRecord(model.state_dict())}
-        return _reply(msg, metrics, dataset_size(data.train), arrays)
+        return train_on(msg, context, task, settings, data)
 
     return app

@@ -47,7 +47,7 @@ app = ClientApp(mods=[he_mod, local_dp_mod, tamper_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 
-def _partition(context: Context) -> tuple[int, int]:
+def partition(context: Context) -> tuple[int, int]:
     try:
         return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     except KeyError as e:
@@ -57,8 +57,8 @@ def _partition(context: Context) -> tuple[int, int]:
         ) from e
 
 
-def _setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, ClientData]:
-    partition_id, num_partitions = _partition(context)
+def setup(msg: Message, context: Context) -> tuple[Task, ClientSettings, ClientData]:
+    partition_id, num_partitions = partition(context)
     settings = ClientSettings.from_message_config(
         msg.content[CONFIG], partition_id=partition_id, node_config=context.node_config
     )
@@ -99,7 +99,18 @@ def _reply(
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on the local training split."""
-    task, settings, data = _setup(msg, context)
+    task, settings, data = setup(msg, context)
+    return train_on(msg, context, task, settings, data)
+
+
+def train_on(
+    msg: Message, context: Context, task: Task, settings: ClientSettings, data: ClientData
+) -> Message:
+    """The train reply on ``data``: plain, client-DP or server-keyed, as the message asks.
+
+    Split from ``train`` so an experiment can train on other data with the same
+    code path (``app/canaries.py`` adds the DP audit's canaries).
+    """
     if msg.content[CONFIG].get("he.mode") == "server-keyed":  # README: "Server-keyed HE"
         return _train_encrypted(msg, task, settings, data)
     model = _model(task, msg)
@@ -109,7 +120,7 @@ def train(msg: Message, context: Context) -> Message:
             metrics = train_private(task, model, data, settings.train, msg, context, dp)
         except BudgetExhausted as e:
             return declined(msg, e)
-        metrics[PARTITION_ID] = _partition(context)[0]
+        metrics[PARTITION_ID] = partition(context)[0]
     else:
         metrics = task.train(model, data.train, settings.train)
     return _reply(msg, metrics, dataset_size(data.train), {ARRAYS: ArrayRecord(model.state_dict())})
@@ -139,7 +150,7 @@ def _train_encrypted(
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the local validation split."""
-    task, _, data = _setup(msg, context)
+    task, _, data = setup(msg, context)
     metrics = task.evaluate(_model(task, msg), data.val)
     return _reply(msg, {k: metrics[k] for k in task.metric_names}, dataset_size(data.val))
 
@@ -147,8 +158,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.query(SETUP_ACTION)
 def describe(msg: Message, context: Context) -> Message:
     """Partition id, declared edge, training-set size and, for tabular tasks, feature moments."""
-    task, _, data = _setup(msg, context)
-    info = {PARTITION_ID: _partition(context)[0]}
+    task, _, data = setup(msg, context)
+    info = {PARTITION_ID: partition(context)[0]}
     if EDGE_ID in context.node_config:
         info[EDGE_ID] = int(context.node_config[EDGE_ID])
     if not isinstance(task, TabularTask):
