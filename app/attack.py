@@ -7,12 +7,12 @@ toolkit's ``Tampering`` layer; model-poisoning attacks change the plaintext
 update in the toolkit's ``tamper_mod`` (innermost client mod: the HE mod then
 encrypts the tampered update, as a real attacker's client would); label
 flipping poisons the local training labels through ``poison``: ``label-flip``
-maps every label ``y -> num_classes - 1 - y``; ``label-flip-target`` relabels
-one source class as one target class (``attack.source-class`` ->
-``attack.target-class``, 1 -> 0 by default: malignant read as benign in breast
-cancer, "A system attack" as benign in the threat task), so every malicious
-client pushes the same poisoned direction, the sybil attack of FoolsGold's
-paper.
+maps every label ``y -> num_classes - 1 - y``; ``label-flip-target`` is the
+sybil attack of FoolsGold's paper: each malicious client trains on its samples
+of one source class only, relabelled as one target class (``attack.source-class``
+-> ``attack.target-class``, 1 -> 0 by default: malignant read as benign in
+breast cancer, "A system attack" as benign in the threat task), so every sybil
+pushes the same poisoned direction (the paper's sybils hold "1s labelled as 7s").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from flwr.app import Message
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from flwr_privacy.mods.tamper import UPDATE_ATTACKS, Tamper
 from flwr_privacy.records import TAMPER_RECORD, settings_record
@@ -34,7 +34,7 @@ from tasks.base import ClientData
 ATTACKS = ("none", "sign-flip", "scale", "gaussian", "label-flip", "same-value",
            "label-flip-target")  # fmt: skip
 __all__ = ["ATTACKS", "UPDATE_ATTACKS", "Attack", "flip_labels", "flip_target",
-           "malicious_partitions", "poison"]  # fmt: skip
+           "malicious_partitions", "poison", "poisoned_subset"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def poison(data: ClientData, num_classes: int, msg: Message) -> ClientData:
                 f"label-flip-target {attack.source_class} -> {attack.target_class}: the task "
                 f"has classes 0..{num_classes - 1}; set attack.source-class/target-class"
             )
-        train = flip_target(data.train, attack.source_class, attack.target_class)
+        train = poisoned_subset(data.train, attack.source_class, attack.target_class)
         return ClientData(train=train, val=data.val)
     return data
 
@@ -128,3 +128,20 @@ def flip_labels(data: Dataset, num_classes: int) -> Dataset:
 def flip_target(data: Dataset, source: int, target: int) -> Dataset:
     """Labels ``source -> target``; every other label stays."""
     return _relabel(data, lambda y: torch.where(y == source, torch.full_like(y, target), y))
+
+
+def poisoned_subset(data: Dataset, source: int, target: int) -> Dataset:
+    """The ``source``-class samples only, labelled ``target`` (a sybil's poisoned data).
+
+    A partition without any source-class sample has nothing to poison and is
+    returned as it is: that client trains honestly.
+    """
+    if isinstance(data, TensorDataset):
+        keep = torch.nonzero(data.tensors[1] == source).flatten()
+    else:
+        keep = torch.tensor([i for i in range(dataset_size(data)) if int(data[i][1]) == source])
+    if len(keep) == 0:
+        return data
+    if isinstance(data, TensorDataset):
+        return flip_target(TensorDataset(*(t[keep] for t in data.tensors)), source, target)
+    return flip_target(Subset(data, keep.tolist()), source, target)

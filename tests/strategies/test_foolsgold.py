@@ -89,7 +89,9 @@ def test_aggregate_equals_weighted_fedavg_when_all_weights_are_one(make_replies:
     expected, _ = FedAvg().aggregate_train(1, make_replies(updates, sizes))
     assert set(reports[0].as_dict()["weights"].values()) == {1.0}
     assert arrays["w"].numpy() == pytest.approx(expected["w"].numpy(), abs=1e-5)
-    assert metrics is not None and metrics["loss"] == pytest.approx(np.average(range(1, 9), weights=sizes))
+    assert metrics is not None and metrics["loss"] == pytest.approx(
+        np.average(range(1, 9), weights=sizes)
+    )
 
 
 def test_sybils_are_left_out_of_the_mean(make_replies: Replies) -> None:
@@ -166,6 +168,15 @@ def test_refused_with_homomorphic_encryption() -> None:
         cfg = resolve_run_config({"robust.filter": "foolsgold", "he.backend": backend})
         with pytest.raises(ConfigError, match="'foolsgold' compares plaintext update histories"):
             AppConfig.from_run_config(cfg)
+    for overrides, why in (
+        ({"hierarchy.edges": 2}, "hierarchy.edges = 2 hides"),
+        ({"strategy": "krum"}, "composes with fedavg or fedprox only"),
+        ({"dp.mode": "central"}, "without robust.filter"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            AppConfig.from_run_config(
+                resolve_run_config({"robust.filter": "foolsgold"} | overrides)
+            )
     cfg = AppConfig.from_run_config(
         resolve_run_config({"robust.filter": "foolsgold", "robust.foolsgold-kappa": 2.0})
     )
