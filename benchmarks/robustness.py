@@ -283,7 +283,7 @@ def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
     todo = [c for c in cells if (*c, args.seed) not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already in {args.out}")
-    new_file = not args.out.exists()
+    new_file = not args.out.exists() or args.out.stat().st_size == 0
     if not new_file:
         with args.out.open() as f:
             header = f.readline().strip().split(",")
