@@ -24,11 +24,12 @@ the whole flattened update; ``FoolsGold.features`` restricts the similarity to
 named arrays (the paper's "indicative features" of the output layer, without
 its importance weighting).
 
-What it assumes: sybils share a direction. One attacker, or attackers that
-each push a different direction (or add noise to look diverse), are not
-similar to anyone and keep full weight; honest clients with near-identical
-data (IID partitions) look like sybils and are down-weighted (measured in
-README: "FoolsGold").
+What it assumes: sybils share a direction and honest clients do not. One
+attacker, or attackers that each push a different direction (or add noise to
+look diverse), are not similar to anyone and keep full weight, as does a free
+rider's all-zero update; honest clients with alike data (IID partitions) look
+like sybils and are down-weighted, and when they are more alike than the sybils
+the weights invert (measured in README: "FoolsGold").
 
 Why it cannot run on ciphertexts (server-blind HE): every step needs the
 plaintext histories. The server-blind server holds only ciphertexts and no
