@@ -6,6 +6,7 @@ message's ConfigRecord (``ClientSettings``), so one source of truth drives both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,12 +125,16 @@ class HeConfig:
         )  # fmt: skip
 
 
-FILTERS = ("none", "boxplot", "boxplot-coordinate")
+FILTERS = ("none", "boxplot", "boxplot-coordinate", "foolsgold")
 
 
 @dataclass(frozen=True)
 class RobustConfig:
-    """The ``robust.`` sub-table: box-plot filtering and the built-ins' assumptions."""
+    """The ``robust.`` sub-table: box-plot filtering or FoolsGold, and the built-ins' assumptions.
+
+    ``filter = "foolsgold"`` re-weights fedavg/fedprox against sybils (plaintext,
+    flat runs); ``foolsgold_kappa`` is its logit confidence.
+    """
 
     filter: str
     scores: tuple[str, ...]  # empty: "auto"
@@ -137,6 +142,7 @@ class RobustConfig:
     quartiles: str
     num_malicious: int
     trim_beta: float
+    foolsgold_kappa: float
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> RobustConfig:
@@ -157,13 +163,23 @@ class RobustConfig:
             trim_beta=number(
                 cfg, "robust.trim-beta", float, lambda v: 0 <= v < 0.5, "0 <= x < 0.5"
             ),
+            foolsgold_kappa=number(
+                cfg, "robust.foolsgold-kappa", float, lambda v: 0 < v < math.inf, "a float > 0"
+            ),
         )
 
     def robustness(self, *, encrypted: bool) -> Robustness:
         """Strategy settings; ``auto`` scores are the median distance, the mean one under HE."""
         from flwr_privacy.strategy.box_plot import BoxPlot
+        from flwr_privacy.strategy.foolsgold import FoolsGold
         from strategies import Robustness
 
+        if self.filter == "foolsgold":
+            return Robustness(
+                foolsgold=FoolsGold(kappa=self.foolsgold_kappa),
+                num_malicious=self.num_malicious,
+                trim_beta=self.trim_beta,
+            )
         box = None
         if self.filter != "none":
             auto = ("mean-distance",) if encrypted else ("median-distance",)
@@ -205,7 +221,16 @@ class HierarchyConfig:
         )
 
 
+# label-flip-target's classes; used as defaults until pyproject declares the two keys.
+TARGET_FLIP_DEFAULTS = {"attack.source-class": 1, "attack.target-class": 0}
+
+
 def _attack(cfg: Mapping[str, Any]) -> Attack:
+    classes = TARGET_FLIP_DEFAULTS | {k: cfg[k] for k in TARGET_FLIP_DEFAULTS if k in cfg}
+    class_index = (lambda v: v >= 0, "an integer >= 0 (a class index)")
+    source = number(classes, "attack.source-class", int, *class_index)
+    target = number(classes, "attack.target-class", int, *class_index)
+    check("attack.target-class", target, target != source, "a class other than the source")
     return Attack(
         type=choice(cfg, "attack.type", ATTACKS),
         fraction=number(cfg, "attack.fraction", float, lambda v: 0 <= v < 1, "0 <= x < 1"),
@@ -213,6 +238,8 @@ def _attack(cfg: Mapping[str, Any]) -> Attack:
         noise_std=number(cfg, "attack.noise-std", float, lambda v: v > 0, "a float > 0"),
         value=get(cfg, "attack.value", float),
         seed=get(cfg, "seed", int),
+        source_class=source,
+        target_class=target,
     )
 
 

@@ -29,7 +29,7 @@ class Layers:
     he_mode: str  # "server-blind" | "server-keyed"
     coeff_mod_bit_sizes: tuple[int, ...]
     own_keys: bool  # he.server-bundle or he.client-bundle given
-    filter: str  # "none" | "boxplot" | "boxplot-coordinate"
+    filter: str  # "none" | "boxplot" | "boxplot-coordinate" | "foolsgold"
     scores: tuple[str, ...]
     edges: int
     filter_tier: str
@@ -79,6 +79,13 @@ def _encrypted_filter(x: Layers) -> bool:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(lambda x: x.filter == "foolsgold" and x.he, lambda x: (
+        f"run-config key 'robust.filter' = 'foolsgold' compares plaintext update histories "
+        f"(pairwise cosine similarities), which he.backend = {x.he_backend!r} hides from the "
+        "server: set he.backend = 'none', or keep HE and use robust.filter = 'boxplot'")),
+    Rule(lambda x: x.filter == "foolsgold" and x.edges > 0, lambda x: (
+        f"run-config key 'robust.filter' = 'foolsgold' keeps one history per client, which "
+        f"hierarchy.edges = {x.edges} hides from the cloud: set hierarchy.edges = 0")),
     Rule(lambda x: x.edges > 0 and x.strategy in BUILTIN_ROBUST, lambda x: (
         f"run-config key 'hierarchy.edges' = {x.edges} composes with fedavg or fedprox only, "
         f"not {x.strategy!r}; use robust.filter for robustness per edge")),

@@ -3,7 +3,16 @@
 Usage: python -m benchmarks.robustness [--tasks breast-cancer] [--rounds 15] [--clients 10]
        [--attacks sign-flip scale ...] [--fractions 0 0.1 0.2 0.3 0.4]
        [--strategies fedavg boxplot ...] [--k 1.5] [--quartiles inner]
-       [--out benchmarks/results/robustness.csv]
+       [--partitioner iid] [--out benchmarks/results/robustness.csv]
+
+Sybil mode (FoolsGold's threat): ``--attacks label-flip-target --fractions 0 0.2 0.4``:
+every attacker relabels class 1 as class 0 (malignant as benign; "A system attack"
+as benign on ``mcsn``). Each row then also reports the final model's recall of the
+source class on the test set (``source-recall``), the share of source-class test
+samples it classifies as the target (``attack-success``), and, for the filters
+(box plot, FoolsGold), the aggregation weight honest and malicious clients got per
+round (dropped = 0, kept = 1; FoolsGold's own weights): ``honest-downweighted-rate``
+is the share of honest client-rounds below weight 0.5, ``honest-zeroed-rate`` at 0.
 
 Runs real Flower simulations. Each finished run is appended to the CSV at once,
 and runs already in it are skipped, so an interrupted experiment resumes. Writes
@@ -24,15 +33,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
 from app.attack import UPDATE_ATTACKS
 from app.results import environment
-from benchmarks.runs import tested_run
+from benchmarks.runs import final_model, simulated
 
-ATTACKS = (*UPDATE_ATTACKS, "label-flip")
+ATTACKS = (*UPDATE_ATTACKS, "label-flip", "label-flip-target")
+SOURCE_CLASS, TARGET_CLASS = 1, 0  # label-flip-target's defaults (app.config)
 STRATEGIES = (
     "fedavg",
     "boxplot",
     "boxplot-coordinate",
+    "foolsgold",
     "krum",
     "multikrum",
     "fedtrimmedavg",
@@ -46,7 +61,9 @@ EXTRA = {
 }
 FIELDS = (
     "task", "strategy", "attack", "fraction", "seed", "accuracy", "f1", "loss",
-    "dropped-honest-rate", "dropped-malicious-rate", "seconds",
+    "dropped-honest-rate", "dropped-malicious-rate", "source-recall", "attack-success",
+    "honest-weight", "malicious-weight", "honest-downweighted-rate", "honest-zeroed-rate",
+    "seconds",
 )  # fmt: skip
 
 
@@ -57,7 +74,7 @@ def overrides(strategy: str, attack: str, fraction: float, clients: int) -> dict
                            "attack.fraction": fraction}  # fmt: skip
     if strategy in EXTRA:
         return cfg | {"strategy": "fedavg", "robust.filter": "boxplot"} | EXTRA[strategy]
-    if strategy.startswith("boxplot"):
+    if strategy.startswith("boxplot") or strategy == "foolsgold":
         return cfg | {"strategy": "fedavg", "robust.filter": strategy}
     if strategy in ("krum", "multikrum"):
         cfg["robust.num-malicious"] = min(attackers, (clients - 3) // 2)
@@ -81,6 +98,54 @@ def _rates(res: dict[str, Any]) -> tuple[float | None, float | None]:
     )
 
 
+@torch.no_grad()
+def targeted(model: nn.Module, data: Dataset, source: int, target: int) -> dict[str, float]:
+    """Recall of ``source`` on ``data`` and the share of its samples predicted as ``target``."""
+    model.eval()
+    preds, labels = [], []
+    for x, y in DataLoader(data, batch_size=1024):
+        out = model(x)
+        preds.append((out >= 0).long() if out.ndim == 1 else out.argmax(dim=1))  # 1 logit: binary
+        labels.append(y)
+    pred, label = torch.cat(preds), torch.cat(labels)
+    mine = label == source
+    n = max(int(mine.sum()), 1)
+    return {"source-recall": int((pred[mine] == source).sum()) / n,
+            "attack-success": int((pred[mine] == target).sum()) / n}  # fmt: skip
+
+
+def client_weights(res: dict[str, Any]) -> dict[str, float | None]:
+    """Mean aggregation weight of honest and malicious client-rounds, from the filter reports.
+
+    FoolsGold reports its weights; the box plot drops (0) or keeps (1). Strategies
+    without reports (Flower's built-ins, plain FedAvg) give None.
+    """
+    bad = {str(n) for n in res.get("attack", {}).get("malicious-nodes", [])}
+    honest: list[float] = []
+    malicious: list[float] = []
+    for entry in res["rounds"]:
+        report = entry.get("robust")
+        if not report or "weights" not in report and "scores" not in report:
+            continue
+        nodes = report.get("weights") or next(iter(report["scores"].values()))
+        for node in nodes:
+            w = (
+                report["weights"][node]
+                if "weights" in report
+                else float(node not in report["dropped"])
+            )
+            (malicious if node in bad else honest).append(w)
+
+    def mean(ws: list[float]) -> float | None:
+        return statistics.mean(ws) if ws else None
+
+    return {
+        "honest-weight": mean(honest), "malicious-weight": mean(malicious),
+        "honest-downweighted-rate": mean([float(w < 0.5) for w in honest]),
+        "honest-zeroed-rate": mean([float(w <= 0) for w in honest]),
+    }  # fmt: skip
+
+
 def run_cell(task: str, strategy: str, attack: str, fraction: float, args) -> dict[str, Any]:
     """One run; encrypted runs are scored by decrypting their final model as a key holder."""
     start = time.perf_counter()
@@ -89,17 +154,26 @@ def run_cell(task: str, strategy: str, attack: str, fraction: float, args) -> di
         "num-server-rounds": args.rounds,
         "fraction-evaluate": 0.0,  # server-side test accuracy is what we compare
         "seed": args.seed,
+        "partitioner": args.partitioner,
+        "dirichlet-alpha": args.dirichlet_alpha,
     }
     if "robust.filter" in cfg:
         cfg |= {"robust.k": args.k, "robust.quartiles": args.quartiles}
-    res = tested_run(cfg, args.clients)
-    final = res["test"]
+    with simulated(cfg, args.clients) as (res, keys):
+        server_tested = bool(res["rounds"]) and bool(res["rounds"][-1].get("server"))
+        model_task, model = final_model(res, args.clients, None if server_tested else keys)
+        final = (
+            res["final"] if server_tested else model_task.evaluate(model, model_task.load_test())
+        )
+        hit = targeted(model, model_task.load_test(), SOURCE_CLASS, TARGET_CLASS)
     honest, malicious = _rates(res)
     return {
         "task": task, "strategy": strategy, "attack": attack, "fraction": fraction,
-        "seed": args.seed, "accuracy": final.get("accuracy"), "f1": final.get("f1"),
+        "seed": args.seed, "accuracy": final.get("accuracy"),
+        "f1": final.get("f1", final.get("macro-f1")),
         "loss": final.get("loss"), "dropped-honest-rate": honest,
-        "dropped-malicious-rate": malicious, "seconds": time.perf_counter() - start,
+        "dropped-malicious-rate": malicious, **hit, **client_weights(res),
+        "seconds": time.perf_counter() - start,
     }  # fmt: skip
 
 
@@ -184,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--k", type=float, default=1.5, help="box-plot fence width")
     parser.add_argument("--quartiles", default="inner", choices=["inner", "linear"])
+    parser.add_argument(
+        "--partitioner",
+        default="iid",
+        choices=["iid", "dirichlet"],
+        help="use another --out per partitioner (rows are keyed without it)",
+    )
+    parser.add_argument("--dirichlet-alpha", type=float, default=0.3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
     return parser
 
@@ -202,7 +283,12 @@ def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
     todo = [c for c in cells if (*c, args.seed) not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already in {args.out}")
-    new_file = not args.out.exists()
+    new_file = not args.out.exists() or args.out.stat().st_size == 0
+    if not new_file:
+        with args.out.open() as f:
+            header = f.readline().strip().split(",")
+        if header != list(FIELDS):
+            raise SystemExit(f"{args.out} has other columns than {FIELDS}; use another --out")
     with args.out.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if new_file:
@@ -215,6 +301,29 @@ def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"[{i}/{len(todo)}] {cell}: accuracy {row['accuracy']:.4f} "
                   f"({row['seconds']:.0f}s)", flush=True)  # fmt: skip
     return rows
+
+
+TABLE = ("accuracy", "source-recall", "attack-success", "honest-weight",
+         "honest-downweighted-rate", "malicious-weight")  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """A markdown table of this grid's cells: one line per task, attack, strategy, fraction."""
+    order = {s: i for i, s in enumerate([*STRATEGIES, *EXTRA])}
+    mine = [r for r in rows if r["task"] in args.tasks and r["strategy"] in args.strategies
+            and r["fraction"] in args.fractions and int(r["seed"]) == args.seed
+            and (r["attack"] in args.attacks or r["fraction"] == 0)]  # fmt: skip
+    mine.sort(key=lambda r: (r["task"], order.get(r["strategy"], 99), r["fraction"]))
+    lines = ["| task | strategy | attack | fraction | " + " | ".join(TABLE) + " |",
+             "|---" * (4 + len(TABLE)) + "|"]  # fmt: skip
+
+    def cell(v: Any) -> str:
+        return "-" if v is None or v == "" else f"{float(v):.3f}"
+
+    for r in mine:
+        lines.append(f"| {r['task']} | {r['strategy']} | {r['attack']} | {r['fraction']:g} | "
+                     + " | ".join(cell(r.get(k)) for k in TABLE) + " |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -234,6 +343,7 @@ def main() -> None:
     plot(rows, args.out.with_suffix(".png"))
     for strategy, s in summary.items():
         print(strategy.rjust(20), {k: None if v is None else round(v, 4) for k, v in s.items()})
+    print(table(rows, args))
     print(f"written to {args.out} (+ .json, .png)")
 
 

@@ -7,7 +7,8 @@ encryption is the aggregation step itself (``EncryptedFedAvg`` /
 ``EncryptedFedProx``, with the encrypted box plot as their filtering variant);
 terminal-edge-cloud aggregation wraps whichever of these runs per edge
 (``Hierarchical``). Flower's robust built-ins (Krum, MultiKrum, FedMedian,
-FedTrimmedAvg, Bulyan) run on plaintext only.
+FedTrimmedAvg, Bulyan) and FoolsGold (``FoolsGoldFilter`` around FedAvg /
+FedProx) run on plaintext, flat federations only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flwr_privacy.strategy.encrypted import (
     EncryptedFedProx,
 )
 from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
+from flwr_privacy.strategy.foolsgold import FoolsGold, FoolsGoldFilter
 from flwr_privacy.strategy.hierarchical import Hierarchical, TierFn
 from flwr_privacy.strategy.validation import RejectFn, Validated
 
@@ -61,15 +63,36 @@ MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
 @dataclass(frozen=True)
 class Robustness:
-    """Robust-aggregation settings: a box-plot filter, or the built-ins' assumptions.
+    """Robust-aggregation settings: a box-plot filter, FoolsGold, or the built-ins' assumptions.
 
     ``num_malicious`` is the ``f`` that Krum, MultiKrum and Bulyan assume;
-    ``trim_beta`` the fraction FedTrimmedAvg cuts from each end.
+    ``trim_beta`` the fraction FedTrimmedAvg cuts from each end; ``foolsgold``
+    re-weights FedAvg / FedProx against sybils (not together with ``box``).
     """
 
     box: BoxPlot | None = None
     num_malicious: int = 0
     trim_beta: float = 0.2
+    foolsgold: FoolsGold | None = None
+
+    def __post_init__(self) -> None:
+        if self.box is not None and self.foolsgold is not None:
+            raise ValueError("Robustness: choose a box-plot filter or FoolsGold, not both")
+
+
+def _refuse_foolsgold(he: HeSettings | None, edges: dict[int, int] | None) -> None:
+    if he is not None:
+        raise ValueError(
+            f"FoolsGold needs plaintext update histories (pairwise cosine similarities), but "
+            f"he.backend = {he.backend!r} keeps every update encrypted from the server: set "
+            "he.backend = 'none' to use robust.filter = 'foolsgold', or keep HE and use "
+            "robust.filter = 'boxplot' (the encrypted box plot)"
+        )
+    if edges is not None:
+        raise ValueError(
+            "FoolsGold keeps one update history per client, which edge aggregation hides "
+            "from the cloud: use it with hierarchy.edges = 0"
+        )
 
 
 def _builtin_kwargs(name: str, robust: Robustness, expected_replies: int) -> dict[str, Any]:
@@ -119,7 +142,8 @@ def make_strategy(
 
     With ``he`` the encrypted variant aggregates ciphertexts (``he_bundle``: the
     public-only bundle the caller loaded); with ``robust.box`` box-plot
-    filtering runs before aggregation (per edge when ``edges`` maps nodes to
+    filtering runs before aggregation, with ``robust.foolsgold`` FoolsGold
+    weights it (plaintext and flat only) (per edge when ``edges`` maps nodes to
     edges; ``cloud_box`` filters edge results). ``weighted_by_key`` names the
     reply metric that weights each client; ``min_contributions`` is how many
     encrypted updates a sum must hold (distributed DP).
@@ -139,10 +163,13 @@ def make_strategy(
         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         weighted_by_key=weighted_by_key,
     )
+    if robust.foolsgold is not None:
+        _refuse_foolsgold(he, edges)
     if name in BUILTIN_ROBUST:
-        if he is not None or robust.box is not None or edges is not None:
+        if he is not None or robust.box is not None or robust.foolsgold or edges is not None:
             raise ValueError(
-                f"{name} is Flower's plaintext-only, flat strategy; use it without he/box/edges"
+                f"{name} is Flower's plaintext-only, flat strategy; use it without "
+                "he/box/foolsgold/edges"
             )
         expected = max(int((num_nodes or min_nodes) * fraction_train), min_nodes)
         builtin = BUILTIN_ROBUST[name](**common, **_builtin_kwargs(name, robust, expected))
@@ -157,11 +184,13 @@ def make_strategy(
                      min_contributions=min_contributions, on_reject=on_reject)  # fmt: skip
     else:
         base = FedProx(**common) if name == "fedprox" else FedAvg(**common)
-        flat = (
-            BoxPlotFilter(base, box=robust.box, on_filter=on_filter, on_reject=on_reject)
-            if robust.box is not None
-            else Validated(base, on_reject=on_reject)
-        )
+        if robust.box is not None:
+            flat = BoxPlotFilter(base, box=robust.box, on_filter=on_filter, on_reject=on_reject)
+        elif robust.foolsgold is not None:
+            flat = FoolsGoldFilter(base, foolsgold=robust.foolsgold, on_filter=on_filter,
+                                   on_reject=on_reject)  # fmt: skip
+        else:
+            flat = Validated(base, on_reject=on_reject)
     if edges is None:
         return flat
     return Hierarchical(flat, edges=edges, cloud_box=cloud_box, on_tiers=on_tiers,

@@ -20,7 +20,9 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr_privacy.records import ARRAYS, TAMPER_RECORD, as_int, settings_record
 
 UPDATE_ATTACKS = ("sign-flip", "scale", "gaussian", "same-value")
-DATA_ATTACKS = ("label-flip",)  # the app poisons the training data itself
+# The app poisons the training data itself: every label flipped, or one class relabelled
+# as another (a targeted flip, the sybil attack FoolsGold is built against).
+DATA_ATTACKS = ("label-flip", "label-flip-target")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +33,8 @@ class Tamper:
     deviation of the update that replaces the honest one (``gaussian``),
     ``value`` is the constant every coordinate of the update is set to
     (``same-value``). ``seed`` makes the attack's own randomness repeatable.
+    ``source_class`` / ``target_class``: ``label-flip-target`` relabels the
+    first as the second.
     """
 
     kind: str
@@ -38,11 +42,18 @@ class Tamper:
     noise_std: float = 1.0
     value: float = 10.0
     seed: int = 0
+    source_class: int = 1
+    target_class: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in (*UPDATE_ATTACKS, *DATA_ATTACKS):
             raise ValueError(
                 f"Tamper.kind = {self.kind!r}; allowed: {UPDATE_ATTACKS + DATA_ATTACKS}"
+            )
+        if min(self.source_class, self.target_class) < 0 or self.source_class == self.target_class:
+            raise ValueError(
+                f"Tamper source_class = {self.source_class}, target_class = {self.target_class}: "
+                "use two different class indices >= 0"
             )
 
     def tamper(self, update: np.ndarray, sent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -66,7 +77,8 @@ class Tamper:
     def from_record(cls, record: Mapping[str, Any]) -> Tamper:
         return cls(kind=str(record["kind"]), scale=float(record["scale"]),
                    noise_std=float(record["noise-std"]), value=float(record["value"]),
-                   seed=int(record["seed"]))  # fmt: skip
+                   seed=int(record["seed"]), source_class=int(record.get("source-class", 1)),
+                   target_class=int(record.get("target-class", 0)))  # fmt: skip
 
 
 def tamper_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

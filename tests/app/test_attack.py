@@ -6,7 +6,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch.utils.data import TensorDataset
 
-from app.attack import Attack, flip_labels, malicious_partitions, poison
+from app.attack import Attack, flip_labels, flip_target, malicious_partitions, poison
 from flwr_privacy.mods.tamper import Tamper, tamper_mod
 from flwr_privacy.records import TAMPER_RECORD
 from tasks.base import ClientData
@@ -97,3 +97,29 @@ def test_tampering_layer_marks_only_the_malicious_nodes(server_identity: None) -
     messages = strategy.configure_train(1, arrays, ConfigRecord(), TwoNodes())  # type: ignore[arg-type]  # a stand-in grid
     marked = {m.metadata.dst_node_id: TAMPER_RECORD in m.content for m in messages}
     assert marked == {11: False, 12: True}
+
+
+def test_targeted_label_flip_trains_on_relabelled_source_samples_only() -> None:
+    data = ClientData(
+        train=TensorDataset(torch.arange(5.0)[:, None], torch.tensor([0, 1, 2, 1, 3])),
+        val=TensorDataset(torch.zeros(2, 1), torch.tensor([1, 2])),
+    )
+    record = Tamper(kind="label-flip-target", source_class=2, target_class=3).to_record(1)
+    msg = _message(None)
+    msg.content[TAMPER_RECORD] = record
+    poisoned = poison(data, 4, msg)
+    assert poisoned.train.tensors[1].tolist() == [3]
+    assert poisoned.train.tensors[0].flatten().tolist() == [2.0]  # the class-2 sample
+    assert poisoned.val is data.val
+    default = poison(data, 4, _message("label-flip-target"))  # 1 -> 0 unless told otherwise
+    assert default.train.tensors[1].tolist() == [0, 0]
+    assert default.train.tensors[0].flatten().tolist() == [1.0, 3.0]
+    no_source = ClientData(
+        train=TensorDataset(torch.zeros(2, 1), torch.tensor([0, 2])), val=data.val
+    )
+    assert poison(no_source, 4, _message("label-flip-target")).train is no_source.train
+    assert flip_target(data.train, 1, 0).tensors[1].tolist() == [0, 0, 2, 0, 3]
+    with pytest.raises(ValueError, match="classes 0..1"):
+        poison(data, 2, msg)  # class 3 does not exist in a 2-class task
+    with pytest.raises(ValueError, match="two different class indices"):
+        Tamper(kind="label-flip-target", source_class=1, target_class=1)
