@@ -221,15 +221,10 @@ class HierarchyConfig:
         )
 
 
-# label-flip-target's classes; used as defaults until pyproject declares the two keys.
-TARGET_FLIP_DEFAULTS = {"attack.source-class": 1, "attack.target-class": 0}
-
-
 def _attack(cfg: Mapping[str, Any]) -> Attack:
-    classes = TARGET_FLIP_DEFAULTS | {k: cfg[k] for k in TARGET_FLIP_DEFAULTS if k in cfg}
     class_index = (lambda v: v >= 0, "an integer >= 0 (a class index)")
-    source = number(classes, "attack.source-class", int, *class_index)
-    target = number(classes, "attack.target-class", int, *class_index)
+    source = number(cfg, "attack.source-class", int, *class_index)
+    target = number(cfg, "attack.target-class", int, *class_index)
     check("attack.target-class", target, target != source, "a class other than the source")
     return Attack(
         type=choice(cfg, "attack.type", ATTACKS),
