@@ -36,6 +36,16 @@ _EXPORTS: dict[str, str] = {
     "tpr_at_fpr": "flwr_privacy.attacks.membership",
     "dp_tpr_bound": "flwr_privacy.attacks.membership",
     "check_dp_bound": "flwr_privacy.attacks.membership",
+    # the one-run DP audit: an empirical epsilon lower bound from canaries
+    "AuditResult": "flwr_privacy.attacks.audit",
+    "one_run_audit": "flwr_privacy.attacks.audit",
+    "epsilon_lower_bound": "flwr_privacy.attacks.audit",
+    "p_value": "flwr_privacy.attacks.audit",
+    "choose_guesses": "flwr_privacy.attacks.audit",
+    "loss_scores": "flwr_privacy.attacks.audit",
+    "gradient_alignment_scores": "flwr_privacy.attacks.audit",
+    "gaussian_canaries": "flwr_privacy.attacks.audit",
+    "mislabel": "flwr_privacy.attacks.audit",
 }
 
 __all__ = sorted(_EXPORTS)
