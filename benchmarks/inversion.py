@@ -212,7 +212,8 @@ def figure(pictures: dict[Any, Any], he: dict[str, Any], path: Path, per: int) -
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options (the notebook parses its parameters with it too)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
@@ -237,7 +238,11 @@ def main() -> None:
     parser.add_argument("--mnist-dir", default="../shared/data/mnist")
     parser.add_argument("--fashion-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inversion.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows, pictures = run(args)

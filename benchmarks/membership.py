@@ -319,7 +319,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options (the notebook parses its parameters with it too)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", default=["breast-cancer", "mnist"],
                    choices=["breast-cancer", "mnist"])  # fmt: skip
@@ -347,7 +348,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "membership.json")
     p.add_argument("--merge", type=Path, nargs="+", default=[],
                    help="only merge these result files into --out and plot them")  # fmt: skip
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.merge:
         merged = [r for f in args.merge for r in json.loads(f.read_text())["rows"]]
         args.out.write_text(json.dumps({"rows": merged, "merged": [str(f) for f in args.merge],
