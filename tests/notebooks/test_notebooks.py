@@ -122,6 +122,7 @@ def test_what_protection_buys(tmp_path: Path) -> None:
         MEMBERSHIP_TASKS=["breast-cancer"], MEMBERSHIP_MODES=["dp-sgd"], MEMBERSHIP_ROUNDS=1,
         MEMBERSHIP_SHADOWS={"breast-cancer": 2}, AUDIT_RUNS=[["breast-cancer", "dp-sgd", 3.0, 1]],
         AUDIT_ROUNDS={"breast-cancer": 2}, AUDIT_CANARIES={"breast-cancer": 20}, AUDIT_CLIENTS=3,
+        SYBIL_STRATEGIES=["foolsgold"], SYBIL_FRACTIONS=[0.4], SYBIL_ROUNDS=1, SYBIL_CLIENTS=5,
     )  # fmt: skip
     if (mnist / "train-images-idx3-ubyte.gz").is_file():
         psnr = pd.read_csv(out / "inversion.csv", index_col=0)["psnr-mean"]
@@ -141,4 +142,8 @@ def test_what_protection_buys(tmp_path: Path) -> None:
     assert len(audit) == 1 and 0 < audit.loc[0, "ledger-epsilon"] <= 3 + 1e-6
     assert audit.loc[0, "empirical-epsilon"] <= audit.loc[0, "ledger-epsilon"]
     assert not audit["above-ledger"].any()
-    assert (out / "dp_audit.png").stat().st_size > 1000
+    sybils = pd.read_csv(out / "sybils.csv")
+    assert list(sybils["strategy"]) == ["foolsgold"] and list(sybils["fraction"]) == [0.4]
+    assert sybils["source-recall"].between(0, 1).all()
+    for png in ("dp_audit.png", "sybils.png"):
+        assert (out / png).stat().st_size > 1000
