@@ -27,10 +27,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
-from flwr_privacy.strategy.wrapper import innermost
+from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost
 
 SCORES = ("median-distance", "mean-distance", "norm")
 VARIANTS = ("client", "coordinate")
@@ -328,9 +328,5 @@ class BoxPlotFedAvg(BoxPlotFilter):
         proximal_mu: float = 0.0,
         **fedavg_kwargs: Any,
     ) -> None:
-        inner = (
-            FedProx(proximal_mu=proximal_mu, **fedavg_kwargs)
-            if proximal_mu > 0
-            else FedAvg(**fedavg_kwargs)
-        )
+        inner = fedavg_or_fedprox(proximal_mu, **fedavg_kwargs)
         super().__init__(inner, box=box, on_filter=on_filter, on_reject=on_reject)

@@ -54,12 +54,12 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import Strategy
 from sklearn.metrics.pairwise import cosine_similarity  # type: ignore[import-untyped]  # no stubs
 
 from flwr_privacy.strategy.box_plot import FilterReport, flatten, unflatten
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
-from flwr_privacy.strategy.wrapper import innermost, layers
+from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost, layers
 
 ALMOST_ONE = 0.99  # alpha = 1 before the logit (the authors' code): ln(99) + 0.5 > 1
 
@@ -252,9 +252,5 @@ class FoolsGoldFedAvg(FoolsGoldFilter):
         proximal_mu: float = 0.0,
         **fedavg_kwargs: Any,
     ) -> None:
-        inner = (
-            FedProx(proximal_mu=proximal_mu, **fedavg_kwargs)
-            if proximal_mu > 0
-            else FedAvg(**fedavg_kwargs)
-        )
+        inner = fedavg_or_fedprox(proximal_mu, **fedavg_kwargs)
         super().__init__(inner, foolsgold=foolsgold, on_filter=on_filter, on_reject=on_reject)

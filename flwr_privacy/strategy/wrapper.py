@@ -12,7 +12,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import FedAvg, FedProx, Result, Strategy
 
 from flwr_privacy.settings import CIPHERTEXT_OK
 
@@ -30,6 +30,13 @@ def layers(strategy: Any) -> list[Any]:
 def innermost(strategy: Any) -> Any:
     """The strategy at the bottom of a chain of wrappers (the one that aggregates)."""
     return layers(strategy)[-1]
+
+
+def fedavg_or_fedprox(proximal_mu: float = 0.0, **fedavg_kwargs: Any) -> FedAvg:
+    """The inner strategy of a ``...FedAvg`` convenience class: FedProx when ``proximal_mu > 0``."""
+    if proximal_mu > 0:
+        return FedProx(proximal_mu=proximal_mu, **fedavg_kwargs)
+    return FedAvg(**fedavg_kwargs)
 
 
 def check_evaluate_fn(strategy: Any, evaluate_fn: EvaluateFn | None) -> None:
