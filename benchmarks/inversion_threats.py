@@ -80,7 +80,7 @@ def _local_dp(model: nn.Module, batch: ClientBatch, seed: int) -> dict[str, np.n
         return Message(reply, reply_to=m)
 
     ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-    np.random.seed(seed % 2**32)  # Flower's LocalDpMod draws from numpy's global generator
+    np.random.seed()  # Flower's LocalDpMod draws from numpy's global generator: OS entropy
     reply = make_local_dp_mod(**LOCAL_DP)(msg, ctx, train)
     if reply.has_error():
         raise RuntimeError(f"local DP mod failed: {reply.error.reason}")
