@@ -27,11 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-# scipy ships no type information (no py.typed); pyproject's mypy overrides do not list it yet
-from scipy.optimize import brentq  # type: ignore[import-untyped]
-from scipy.special import expit  # type: ignore[import-untyped]
-from scipy.stats import binom  # type: ignore[import-untyped]
+from scipy.optimize import brentq
+from scipy.special import expit
+from scipy.stats import binom
 from torch import nn
 
 __all__ = [

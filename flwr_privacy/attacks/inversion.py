@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,

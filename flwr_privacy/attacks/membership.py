@@ -26,9 +26,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats  # type: ignore[import-untyped]  # scipy ships no type stubs
-from scipy.special import logsumexp  # type: ignore[import-untyped]  # no stubs either
-from sklearn.metrics import roc_auc_score, roc_curve  # type: ignore[import-untyped]  # no stubs
+from scipy import stats
+from scipy.special import logsumexp
+from sklearn.metrics import roc_auc_score, roc_curve
 
 LOW_FPRS = (0.01, 0.001)
 

@@ -55,7 +55,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from sklearn.metrics.pairwise import cosine_similarity  # type: ignore[import-untyped]  # no stubs
+from sklearn.metrics.pairwise import cosine_similarity
 
 from flwr_privacy.strategy.box_plot import FilterReport, flatten, unflatten
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
