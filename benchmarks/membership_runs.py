@@ -76,7 +76,7 @@ class Universe:
     shadow_source: np.ndarray
 
     def dataset(self, idx: np.ndarray) -> TensorDataset:
-        return self.task.to_dataset(self.x[idx], self.y[idx])  # type: ignore[attr-defined]
+        return self.task.to_dataset(self.x[idx], self.y[idx])
 
     def client_splits(self, pool: np.ndarray, recipe: Recipe, seed: int) -> list[np.ndarray]:
         """Universe indices of each client's training split of ``pool`` (IID, as the app)."""
@@ -126,7 +126,7 @@ def wdbc_universe() -> tuple[Universe, dict[str, Any]]:
     """
     cfg = {"task": "breast-cancer"}
     task = get_task("breast-cancer", cfg)
-    x_tr, y_tr, x_te, y_te = task.load_arrays()  # type: ignore[attr-defined]
+    x_tr, y_tr, x_te, y_te = task.load_arrays()
     x, y = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
     n = len(y_tr)
     uni = Universe(task, x, y, np.arange(n), np.arange(n, len(y)), np.arange(len(y)))
@@ -140,7 +140,7 @@ def _capture_mod(dest: Path, partition: int, server_round: int) -> Callable[...,
         reply = call_next(msg, context)
         cfg = msg.content.config_records.get("config")
         if (msg.metadata.message_type.startswith("train") and cfg is not None
-                and int(cfg["server-round"]) == server_round  # type: ignore[arg-type]
+                and int(cfg["server-round"]) == server_round
                 and int(context.node_config["partition-id"]) == partition
                 and not reply.has_error()):  # fmt: skip
             state = reply.content.array_records["arrays"].to_torch_state_dict()
