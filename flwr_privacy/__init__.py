@@ -35,6 +35,11 @@ _EXPORTS: dict[str, str] = {
     "decrypt_scores": "flwr_privacy.mods.he",
     "deal_keys": "flwr_privacy.keys",
     "decrypt_model": "flwr_privacy.keys",
+    # secure aggregation (SecAgg+)
+    "SecAggSettings": "flwr_privacy.secagg.settings",
+    "SecAggPlus": "flwr_privacy.strategy.secagg",
+    "secagg_mod": "flwr_privacy.mods.secagg",
+    "make_secagg_mod": "flwr_privacy.mods.secagg",
     # robust aggregation and hierarchy
     "BoxPlot": "flwr_privacy.strategy.box_plot",
     "BoxPlotFilter": "flwr_privacy.strategy.box_plot",

@@ -18,6 +18,7 @@ NUM_EXAMPLES = "num-examples"  # Flower's weighting key
 
 HE_RECORD = "flwr-privacy.he"  # written by EncryptedFedAvg / EncryptedFedProx, read by he_mod
 DP_RECORD = "flwr-privacy.dp"  # written by the client-DP layer, read by the DP mods / helpers
+SECAGG_RECORD = "flwr-privacy.secagg"  # written by SecAggPlus at each stage, read by secagg_mod
 TAMPER_RECORD = "flwr-privacy.tamper"  # attack harness (experiments only), read by tamper_mod
 
 

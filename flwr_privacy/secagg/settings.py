@@ -1,0 +1,83 @@
+"""Typed settings of the SecAgg+ layer (``SecAggPlus(inner, secagg=SecAggSettings(...))``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from flwr_privacy.secagg.encoding import modulus_bits
+from flwr_privacy.secagg.graph import default_degree
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecAggSettings:
+    """Secure aggregation of client updates: the server learns only their (weighted) sum.
+
+    Parameters
+    ----------
+    threshold : int or float
+        Shares needed to rebuild a client's secrets, ``t``. An int is absolute; a
+        float ``f`` in (0, 1) asks for more than that fraction of a client's ``k``
+        neighbours, ``floor(f k) + 1`` (default 0.5: a majority); 1.0 asks for all.
+        A coalition of the server and ``t - 1`` clients learns nothing of an honest
+        client's input; a round with fewer than ``t`` surviving neighbours of any
+        client is not aggregated.
+    neighbours : int
+        Degree ``k`` of the SecAgg+ graph; 0 picks about ``2 log2 n`` (the complete
+        graph, i.e. SecAgg, for small ``n``).
+    quant_bits : int
+        Bits of each client's fixed-point value; the modulus adds ``log2`` of the
+        clients a sum may hold.
+    clip : float
+        Each weighted update value is clipped to ``[-clip, clip]`` before quantizing.
+    max_clients : int
+        Most clients one sum may hold (sets the modulus; 0: those sampled this round).
+    timeout : float
+        Seconds each protocol stage waits for replies; late clients count as dropped.
+    """
+
+    threshold: int | float = 0.5
+    neighbours: int = 0
+    quant_bits: int = 16
+    clip: float = 4.0
+    max_clients: int = 0
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if isinstance(t, bool) or not (
+            (isinstance(t, int) and t >= 1) or (isinstance(t, float) and 0 < t <= 1)
+        ):
+            raise ValueError(
+                f"SecAggSettings.threshold = {t!r}; allowed: an int >= 1 or a fraction in (0, 1]"
+            )
+        if self.neighbours < 0 or self.neighbours == 1:
+            raise ValueError(f"SecAggSettings.neighbours = {self.neighbours!r}; allowed: 0 or >= 2")
+        if not 2 <= self.quant_bits <= 24:
+            raise ValueError(f"SecAggSettings.quant_bits = {self.quant_bits!r}; allowed: 2..24")
+        if not self.clip > 0:
+            raise ValueError(f"SecAggSettings.clip = {self.clip!r} must be > 0")
+        if self.max_clients < 0 or self.timeout <= 0:
+            raise ValueError("SecAggSettings.max_clients must be >= 0 and timeout > 0")
+        if self.max_clients and modulus_bits(self.quant_bits, self.max_clients) > 32:
+            raise ValueError(
+                f"{self.quant_bits} quantization bits for {self.max_clients} clients need a "
+                "modulus above 2^32: lower quant_bits or max_clients"
+            )
+
+    def degree(self, num_clients: int) -> int:
+        k = self.neighbours or default_degree(num_clients)
+        return min(k, num_clients - 1)
+
+    def threshold_for(self, degree: int) -> int:
+        """``t`` for clients with ``degree`` neighbours (at least 1, at most ``degree``)."""
+        if isinstance(self.threshold, float):
+            t = math.floor(self.threshold * degree) + 1 if self.threshold < 1 else degree
+        elif self.threshold > degree:
+            raise ValueError(
+                f"SecAggSettings.threshold = {self.threshold} exceeds the {degree} neighbours "
+                "each client has this round: lower it or raise neighbours"
+            )
+        else:
+            t = self.threshold
+        return max(1, min(t, degree))

@@ -1,0 +1,435 @@
+"""SecAggPlus: secure aggregation (SecAgg+) as a layer over FedAvg / FedProx.
+
+``configure_train`` runs the key and share stages through the grid before the
+inner strategy's train messages go out (carrying each client's relayed
+shares); ``aggregate_train`` collects the masked inputs, runs the unmasking
+stage and decodes the sum into the new global model. The server learns the
+weighted sum of the updates of the clients that survived (and hence the
+aggregate model, which it may evaluate centrally); never one client's update,
+unless it colludes with ``t`` or more clients.
+
+``groups`` (node -> group, e.g. the edges of a terminal-edge-cloud hierarchy)
+runs one SecAgg+ instance per group: each edge unmasks only its own sum and the
+cloud adds the edge sums.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.common import log
+from flwr.common.serde import recorddict_to_proto
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float
+from flwr_privacy.secagg.crypto import SecAggError, new_session
+from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
+from flwr_privacy.secagg.graph import harary
+from flwr_privacy.secagg.protocol import ServerRound, ids_to_bytes
+from flwr_privacy.secagg.settings import SecAggSettings
+from flwr_privacy.secagg.stages import (
+    KEYS,
+    MASK,
+    SHARES,
+    UNMASK,
+    id_map,
+    id_map_values,
+    read,
+    stage_record,
+)
+from flwr_privacy.strategy.wrapper import StrategyWrapper
+
+RoundFn = Callable[[int, dict[str, Any]], None]
+
+
+def content_bytes(content: RecordDict) -> int:
+    """Serialized size of a message's content, as Flower ships it."""
+    return int(recorddict_to_proto(content).ByteSize())
+
+
+@dataclass
+class StageStats:
+    messages: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    seconds: float = 0.0
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "bytes-down": self.bytes_down,
+            "bytes-up": self.bytes_up,
+            "seconds": round(self.seconds, 4),
+            "failed": {str(k): v for k, v in self.failed.items()},
+        }
+
+
+def _flat_arrays(arrays: ArrayRecord) -> tuple[np.ndarray, list[tuple[str, tuple[int, ...], Any]]]:
+    parts, layout = [], []
+    for name, arr in arrays.items():
+        a = arr.numpy()
+        layout.append((name, a.shape, a.dtype))
+        parts.append(a.astype(np.float64).ravel())
+    return np.concatenate(parts), layout
+
+
+def _unflat(flat: np.ndarray, layout: list[tuple[str, tuple[int, ...], Any]]) -> ArrayRecord:
+    out, pos = {}, 0
+    for name, shape, dtype in layout:
+        n = int(np.prod(shape)) if shape else 1
+        out[name] = Array(np.ascontiguousarray(flat[pos : pos + n].reshape(shape).astype(dtype)))
+        pos += n
+    return ArrayRecord(out)
+
+
+class SecAggPlus(StrategyWrapper):
+    """SecAgg+ (Bell et al., CCS 2020) around a FedAvg-family strategy.
+
+    Parameters
+    ----------
+    inner : Strategy
+        FedAvg or FedProx (anything whose aggregation is a weighted mean of the
+        replies' arrays); its ``configure_train`` picks the clients and its
+        ``train_metrics_aggr_fn`` aggregates the replies' metrics.
+    secagg : SecAggSettings
+        Threshold, graph degree, quantization and stage timeout.
+    groups : mapping, optional
+        Node id -> group (e.g. edge); one SecAgg+ instance per group, sums added.
+    num_examples : mapping, optional
+        Known training-set sizes; the largest scales the FedAvg weights (else
+        learnt from the previous round's replies; the first round is unweighted).
+    on_round : callable, optional
+        Receives ``(round, report)``: stages (messages, bytes, seconds), dropouts,
+        recovered clients and refusals, for results.json.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        secagg: SecAggSettings,
+        groups: Mapping[int, int] | None = None,
+        num_examples: Mapping[int, int] | None = None,
+        on_round: RoundFn | None = None,
+    ) -> None:
+        super().__init__(inner)
+        if not isinstance(secagg, SecAggSettings):
+            raise TypeError(
+                f"SecAggPlus needs secagg=SecAggSettings(...), got {type(secagg).__name__}"
+            )
+        self.secagg = secagg
+        self.groups = dict(groups or {})
+        self.weight_scale = float(max(num_examples.values())) if num_examples else 1.0
+        self.on_round = on_round
+        self._grid: Grid | None = None
+        self._rounds: dict[int, ServerRound] = {}
+        self._layout: list[tuple[str, tuple[int, ...], Any]] = []
+        self._reference = np.zeros(0)
+        self._stats: dict[str, StageStats] = {}
+        self._report: dict[str, Any] = {}
+        self._encoding = FixedPoint(clip=secagg.clip, quant_bits=secagg.quant_bits)
+
+    def summary(self) -> None:
+        s = self.secagg
+        log(
+            INFO,
+            "\t├──> SecAgg+: threshold %s, neighbours %s, %d-bit values, clip %g",
+            s.threshold,
+            s.neighbours or "~2 log2 n",
+            s.quant_bits,
+            s.clip,
+        )
+        self.inner.summary()
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _exchange(
+        self,
+        stage: str,
+        records: Mapping[int, ConfigRecord],
+        content: Mapping[int, RecordDict] | None = None,
+    ) -> dict[int, ConfigRecord]:
+        """Send one stage's records; the nodes' SecAgg reply records (failures logged)."""
+        assert self._grid is not None
+        stats = self._stats.setdefault(stage, StageStats())
+        messages = []
+        for node, record in records.items():
+            body = content[node] if content is not None else RecordDict()
+            body[SECAGG_RECORD] = record
+            stats.bytes_down += content_bytes(body)
+            messages.append(Message(content=body, message_type=MessageType.TRAIN, dst_node_id=node))
+        start = time.perf_counter()
+        replies = list(self._grid.send_and_receive(messages, timeout=self.secagg.timeout))
+        stats.seconds += time.perf_counter() - start
+        stats.messages += len(messages)
+        out: dict[int, ConfigRecord] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                stats.failed[node] = str(reply.error.reason)
+                continue
+            stats.bytes_up += content_bytes(reply.content)
+            answer = reply.content.config_records.get(SECAGG_RECORD)
+            if answer is None:
+                stats.failed[node] = f"no '{SECAGG_RECORD}' record in the reply (no secagg_mod?)"
+                continue
+            out[node] = answer
+        for node in set(records) - set(out) - set(stats.failed):
+            stats.failed[node] = "no reply before the stage timeout"
+        for node, why in stats.failed.items():
+            log(WARNING, "SecAgg+ %s: node %d left out: %s", stage, node, why)
+        return out
+
+    def _setup(self, server_round: int, nodes: list[int], size: int) -> dict[int, ServerRound]:
+        """Graph and threshold per group; modulus for the clients a sum may hold."""
+        by_group: dict[int, list[int]] = {}
+        for node in nodes:
+            by_group.setdefault(self.groups.get(node, 0), []).append(node)
+        most = self.secagg.max_clients or max(len(g) for g in by_group.values())
+        mod_bits = modulus_bits(self.secagg.quant_bits, most)
+        if mod_bits > 32:
+            raise ValueError(
+                f"{len(nodes)} clients at {self.secagg.quant_bits} bits need a modulus "
+                "above 2^32: lower SecAggSettings.quant_bits"
+            )
+        rounds = {}
+        session = new_session()
+        for group, members in sorted(by_group.items()):
+            if len(members) < 2:
+                log(
+                    WARNING,
+                    "SecAgg+: group %d has %d client(s); a sum of one is its update: "
+                    "left out this round",
+                    group,
+                    len(members),
+                )
+                continue
+            k = self.secagg.degree(len(members))
+            rounds[group] = ServerRound(
+                round=server_round,
+                session=session,
+                threshold=self.secagg.threshold_for(k),
+                mod_bits=mod_bits,
+                size=size,
+                graph=harary(members, k),
+            )
+        return rounds
+
+    def _group_of(self, node: int) -> ServerRound | None:
+        for rnd in self._rounds.values():
+            if node in rnd.graph:
+                return rnd
+        return None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._grid = grid
+        self._stats, self._report = {}, {}
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._reference, self._layout = _flat_arrays(arrays)
+        size = self._reference.size + 1
+        self._rounds = self._setup(server_round, [m.metadata.dst_node_id for m in messages], size)
+        members = {n: r for r in self._rounds.values() for n in r.graph}
+        keys = self._exchange(
+            KEYS,
+            {
+                n: stage_record(
+                    KEYS,
+                    server_round,
+                    r.session,
+                    threshold=r.threshold,
+                    neighbours=ids_to_bytes(sorted(r.graph[n])),
+                    size=size,
+                    **{"mod-bits": r.mod_bits},
+                )
+                for n, r in members.items()
+            },
+        )
+        for node, record in keys.items():
+            try:
+                members[node].add_keys(
+                    node,
+                    (
+                        read(record, "c-pk", bytes, f"node {node}"),
+                        read(record, "s-pk", bytes, f"node {node}"),
+                    ),
+                )
+            except SecAggError as e:
+                self._stats[KEYS].failed[node] = str(e)
+                log(WARNING, "SecAgg+ keys: %s", e)
+        share_requests = {}
+        for node, rnd in members.items():
+            if node in rnd.public:
+                public = rnd.keys_for(node)
+                share_requests[node] = stage_record(
+                    SHARES,
+                    server_round,
+                    rnd.session,
+                    **id_map_values(
+                        {j: c for j, (c, _) in public.items()}, "public-ids", "public-c"
+                    ),
+                    **{"public-s": [public[j][1] for j in sorted(public)]},
+                )
+        shares = self._exchange(SHARES, share_requests)
+        for node, record in shares.items():
+            try:
+                members[node].add_shares(node, id_map(record, "ids", "cts", f"node {node}"))
+            except SecAggError as e:
+                self._stats[SHARES].failed[node] = str(e)
+                log(WARNING, "SecAgg+ shares: %s", e)
+        out = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            group = members.get(node)
+            if group is None or node not in group.shares:
+                continue  # dropped before sharing: left out of the round
+            msg.content = RecordDict(dict(msg.content))  # Flower's messages share one content
+            msg.content[SECAGG_RECORD] = stage_record(
+                MASK,
+                server_round,
+                group.session,
+                clip=self.secagg.clip,
+                **id_map_values(group.shares_for(node), "ct-ids", "cts"),
+                **{
+                    "quant-bits": self.secagg.quant_bits,
+                    "weight-scale": self.weight_scale,
+                    "weight-key": self.weighted_by_key,
+                },
+            )
+            out.append(msg)
+        self._stats[MASK] = StageStats(messages=len(out))
+        self._stats[MASK].bytes_down = sum(content_bytes(m.content) for m in out)
+        self._mask_sent = time.perf_counter()
+        log(
+            INFO,
+            "SecAgg+ round %d: %d of %d sampled clients shared keys (%d groups)",
+            server_round,
+            len(out),
+            len(messages),
+            len(self._rounds),
+        )
+        return out
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        stats = self._stats.setdefault(MASK, StageStats())
+        stats.seconds = time.perf_counter() - getattr(self, "_mask_sent", time.perf_counter())
+        contents = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            rnd = self._group_of(node)
+            if reply.has_error() or rnd is None:
+                stats.failed[node] = str(reply.error.reason) if reply.has_error() else "not sampled"
+                continue
+            stats.bytes_up += content_bytes(reply.content)
+            try:
+                record = reply.content.config_records.get(SECAGG_RECORD)
+                if record is None:
+                    raise SecAggError(f"node {node}: the train reply has no masked input")
+                rnd.add_masked(node, read(record, "masked", bytes, f"node {node}"))
+                contents.append(reply.content)
+            except SecAggError as e:
+                stats.failed[node] = str(e)
+        for node, why in stats.failed.items():
+            log(WARNING, "SecAgg+ masked input: node %d left out: %s", node, why)
+        total, count = self._unmask(server_round)
+        if total is None:
+            self._finish(server_round, aggregated=False)
+            return None, None
+        mean, weights = self._encoding.decode(total, count)
+        arrays = _unflat(self._reference + mean, self._layout)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
+        sizes = [
+            as_float(c[METRICS][self.weighted_by_key])
+            for c in contents
+            if METRICS in c.metric_records and self.weighted_by_key in c[METRICS]
+        ]
+        if sizes:
+            self.weight_scale = max(self.weight_scale, max(sizes))
+        self._finish(server_round, aggregated=True, clients=count, weight_sum=weights)
+        return arrays, metrics
+
+    def _unmask(self, server_round: int) -> tuple[np.ndarray | None, int]:
+        """Run the unmasking stage per group; the summed integer totals and their count."""
+        requests = {}
+        for rnd in self._rounds.values():
+            for node in rnd.masked:
+                survivors, dropped = rnd.unmask_request(node)
+                requests[node] = stage_record(
+                    UNMASK,
+                    server_round,
+                    rnd.session,
+                    survivors=ids_to_bytes(survivors),
+                    dropped=ids_to_bytes(dropped),
+                )
+        responses = self._exchange(UNMASK, requests) if requests else {}
+        total, count, problems = None, 0, {}
+        for group, rnd in self._rounds.items():
+            if not rnd.masked:
+                continue
+            answers = {}
+            for node in rnd.masked:
+                if node in responses:
+                    try:
+                        answers[node] = id_map(responses[node], "ids", "shares", f"node {node}")
+                    except SecAggError as e:
+                        self._stats[UNMASK].failed[node] = str(e)
+            try:
+                start = time.perf_counter()
+                group_total = rnd.unmask(answers)
+                self._report.setdefault("unmask-compute-s", 0.0)
+                self._report["unmask-compute-s"] += time.perf_counter() - start
+            except SecAggError as e:
+                problems[group] = str(e)
+                log(
+                    WARNING, "SecAgg+ round %d: group %d not aggregated: %s", server_round, group, e
+                )
+                continue
+            total = group_total.astype(np.uint64) if total is None else total + group_total
+            count += len(rnd.masked)
+        self._report["not-aggregated"] = {str(g): why for g, why in problems.items()}
+        return total, count
+
+    def _finish(self, server_round: int, *, aggregated: bool, **extra: Any) -> None:
+        sampled = sum(len(r.graph) for r in self._rounds.values())
+        report = {
+            "aggregated": aggregated,
+            "sampled": sampled,
+            "keys": sum(len(r.public) for r in self._rounds.values()),
+            "shared": sum(len(r.shares) for r in self._rounds.values()),
+            "masked": sum(len(r.masked) for r in self._rounds.values()),
+            "recovered": sorted(
+                str(n) for r in self._rounds.values() for n in set(r.shares) - set(r.masked)
+            ),
+            "groups": len(self._rounds),
+            "threshold": {str(g): r.threshold for g, r in self._rounds.items()},
+            "stages": {k: v.as_dict() for k, v in self._stats.items()},
+            **self._report,
+            **extra,
+        }
+        if not aggregated:
+            log(
+                WARNING,
+                "SecAgg+ round %d not aggregated (model unchanged): %s",
+                server_round,
+                report.get("not-aggregated") or "no masked input arrived",
+            )
+        if self.on_round is not None:
+            self.on_round(server_round, report)
