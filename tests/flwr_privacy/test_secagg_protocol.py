@@ -1,4 +1,4 @@
-"""SecAgg+ stages in one process: sums, dropouts, thresholds, collusion, lying servers, bad input."""
+"""SecAgg+ stages in one process: sums, dropouts, thresholds, collusion, lying server, bad input."""
 
 from __future__ import annotations
 
@@ -30,8 +30,14 @@ def test_unmasked_sum_is_the_sum_of_the_survivors(n, degree, threshold, early, l
     inputs = _inputs(n, 200, bits, seed=n)
     nodes = sorted(inputs)
     gone_early, gone_late = nodes[:early], nodes[early : early + late]
-    total, server = simulate(inputs, threshold=threshold, degree=degree, mod_bits=mod_bits,
-                             drop_before_shares=gone_early, drop_before_masked=gone_late)  # fmt: skip
+    total, server = simulate(
+        inputs,
+        threshold=threshold,
+        degree=degree,
+        mod_bits=mod_bits,
+        drop_before_shares=gone_early,
+        drop_before_masked=gone_late,
+    )
     survivors = [i for i in nodes if i not in gone_early + gone_late]
     expected = sum(inputs[i].astype(np.int64) for i in survivors)
     assert np.array_equal(total.astype(np.int64), expected)  # exact: no wrap at this modulus
@@ -51,9 +57,13 @@ def test_decoded_sum_is_fedavg_within_the_quantization_bound(n: int) -> None:
     for i in deltas:
         values[i + 1], _ = enc.encode(deltas[i], sizes[i] / scale, rng)
         weights[i] = enc.weight(sizes[i] / scale)[1]
-    total, _ = simulate(values, threshold=max(1, min(n - 1, 3)), degree=default_degree(n),
-                        mod_bits=modulus_bits(16, n),
-                        drop_before_masked=[i + 1 for i in dropped])  # fmt: skip
+    total, _ = simulate(
+        values,
+        threshold=max(1, min(n - 1, 3)),
+        degree=default_degree(n),
+        mod_bits=modulus_bits(16, n),
+        drop_before_masked=[i + 1 for i in dropped],
+    )
     kept = [i for i in deltas if i not in dropped]
     mean, weight_sum = enc.decode(total, len(kept))
     fedavg = np.average([deltas[i] for i in kept], axis=0, weights=[sizes[i] for i in kept])
@@ -83,18 +93,34 @@ def _round(n: int, threshold: int, mod_bits: int, size: int):
     """Stages 1-3 of a complete-graph round, every party's objects kept (for attacks)."""
     inputs = _inputs(n, size, mod_bits - 3)
     nodes = sorted(inputs)
-    server = ServerRound(round=3, session=new_session(), threshold=threshold, mod_bits=mod_bits,
-                         size=size, graph=harary(nodes, n - 1))  # fmt: skip
-    clients = {i: ClientSession.start(node=i, round_=3, session=server.session,
-                                      threshold=threshold, neighbours=server.graph[i],
-                                      mod_bits=mod_bits, size=size) for i in nodes}  # fmt: skip
+    server = ServerRound(
+        round=3,
+        session=new_session(),
+        threshold=threshold,
+        mod_bits=mod_bits,
+        size=size,
+        graph=harary(nodes, n - 1),
+    )
+    clients = {
+        i: ClientSession.start(
+            node=i,
+            round_=3,
+            session=server.session,
+            threshold=threshold,
+            neighbours=server.graph[i],
+            mod_bits=mod_bits,
+            size=size,
+        )
+        for i in nodes
+    }
     for i, c in clients.items():
         server.add_keys(i, c.public_keys)
     for i, c in clients.items():
         server.add_shares(i, c.share_keys(server.keys_for(i), round_=3, session=server.session))
     for i, c in clients.items():
-        server.add_masked(i, c.mask_input(inputs[i], server.shares_for(i), round_=3,
-                                          session=server.session))  # fmt: skip
+        server.add_masked(
+            i, c.mask_input(inputs[i], server.shares_for(i), round_=3, session=server.session)
+        )
     return inputs, server, clients
 
 
@@ -156,19 +182,39 @@ def test_replayed_misaddressed_and_malformed_messages_are_refused_naming_the_nod
     with pytest.raises(SecAggError, match="replayed or misaddressed"):
         clients[a].unmask([b], [], round_=3, session=new_session())
     # shares addressed to another node: b's ciphertext from c given to a as if from c
-    fresh = ClientSession.start(node=a, round_=4, session=server.session, threshold=2,
-                                neighbours=[b, c], mod_bits=10, size=4)  # fmt: skip
-    fresh.share_keys({b: clients[b].public_keys, c: clients[c].public_keys}, round_=4,
-                     session=server.session)  # fmt: skip
+    fresh = ClientSession.start(
+        node=a,
+        round_=4,
+        session=server.session,
+        threshold=2,
+        neighbours=[b, c],
+        mod_bits=10,
+        size=4,
+    )
+    fresh.share_keys(
+        {b: clients[b].public_keys, c: clients[c].public_keys}, round_=4, session=server.session
+    )
     with pytest.raises(SecAggError, match=f"node {a}: the shares from node {c} do not decrypt"):
-        fresh.mask_input(np.zeros(4, np.uint32), {c: server.shares_for(b)[c], b: b"x" * 10},
-                         round_=4, session=server.session)  # fmt: skip
+        fresh.mask_input(
+            np.zeros(4, np.uint32),
+            {c: server.shares_for(b)[c], b: b"x" * 10},
+            round_=4,
+            session=server.session,
+        )
     # malformed public keys
     with pytest.raises(SecAggError, match=f"node {b}: public key must be 32 raw bytes"):
         server.add_keys(b, (b"short", clients[b].public_keys[1]))
     # masked vectors of the wrong length or outside [0, R)
-    fresh_server = ServerRound(round=3, session=server.session, threshold=2, mod_bits=10, size=16,
-                               graph=server.graph, public=server.public, shares=server.shares)  # fmt: skip
+    fresh_server = ServerRound(
+        round=3,
+        session=server.session,
+        threshold=2,
+        mod_bits=10,
+        size=16,
+        graph=server.graph,
+        public=server.public,
+        shares=server.shares,
+    )
     with pytest.raises(SecAggError, match=f"node {a}: masked vector has 10 bytes"):
         fresh_server.add_masked(a, b"0" * 10)
     with pytest.raises(SecAggError, match=f"node {a}: masked vector has values outside"):

@@ -54,8 +54,9 @@ def main(out: Path, opts: dict[str, Any]) -> None:
         arrays = msg.content.array_records["arrays"]
         new = {k: arrays[k].numpy() + delta(pid)[k] for k in SHAPES}
         metrics = MetricRecord({"num-examples": 10 * (pid + 1), "pid": pid})
-        content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in new.items()}),
-                              "metrics": metrics})
+        content = RecordDict(
+            {"arrays": ArrayRecord({k: Array(v) for k, v in new.items()}), "metrics": metrics}
+        )
         return Message(content, reply_to=msg)
 
     server = ServerApp()
@@ -65,10 +66,15 @@ def main(out: Path, opts: dict[str, Any]) -> None:
         groups = int(opts.get("groups", 0))
         node_ids = sorted(grid.get_node_ids()) if groups else []
         strategy = SecAggPlus(
-            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=nodes,
-                   min_train_nodes=2),
-            secagg=SecAggSettings(threshold=opts.get("threshold", 0.5),
-                                  neighbours=int(opts.get("neighbours", 0))),
+            FedAvg(
+                fraction_train=1.0,
+                fraction_evaluate=0.0,
+                min_available_nodes=nodes,
+                min_train_nodes=2,
+            ),
+            secagg=SecAggSettings(
+                threshold=opts.get("threshold", 0.5), neighbours=int(opts.get("neighbours", 0))
+            ),
             num_examples={0: 10 * nodes},
             groups={n: i % groups for i, n in enumerate(node_ids)} if groups else None,
             on_round=lambda r, rep: report["rounds"].__setitem__(str(r), rep),
@@ -77,11 +83,19 @@ def main(out: Path, opts: dict[str, Any]) -> None:
         result = strategy.start(grid=grid, initial_arrays=start, num_rounds=rounds)
         final = result.arrays
         report["final"] = {k: final[k].numpy().tolist() for k in SHAPES}
-        report["train-metrics"] = {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
+        report["train-metrics"] = {
+            str(r): dict(m) for r, m in result.train_metrics_clientapp.items()
+        }
 
-    run_simulation(server_app=server, client_app=client, num_supernodes=nodes,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"logging_level": "ERROR"}})
+    run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=nodes,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"logging_level": "ERROR"},
+        },
+    )
     out.write_text(json.dumps(report, default=str))
 
 
