@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,24 +60,38 @@ def main(out: Path, opts: dict[str, Any]) -> None:
         )
         return Message(content, reply_to=msg)
 
+    @client.query()
+    def query(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        return Message(RecordDict({"metrics": MetricRecord({"pid": pid})}), reply_to=msg)
+
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         groups = int(opts.get("groups", 0))
-        node_ids = sorted(grid.get_node_ids()) if groups else []
+        while len(list(grid.get_node_ids())) < nodes:  # nodes register asynchronously
+            time.sleep(0.1)
+        partitions = {}
+        if groups:  # ask every node its partition: groups by partition, as the test expects
+            asks = [
+                Message(RecordDict(), dst_node_id=n, message_type="query")
+                for n in grid.get_node_ids()
+            ]
+            for reply in grid.send_and_receive(asks):
+                partitions[reply.metadata.src_node_id] = int(reply.content["metrics"]["pid"])
         strategy = SecAggPlus(
             FedAvg(
                 fraction_train=1.0,
                 fraction_evaluate=0.0,
                 min_available_nodes=nodes,
-                min_train_nodes=2,
+                min_train_nodes=nodes,  # all: the sample size is read before every node registers
             ),
             secagg=SecAggSettings(
                 threshold=opts.get("threshold", 0.5), neighbours=int(opts.get("neighbours", 0))
             ),
             num_examples={0: 10 * nodes},
-            groups={n: i % groups for i, n in enumerate(node_ids)} if groups else None,
+            groups={n: pid % groups for n, pid in partitions.items()} if groups else None,
             on_round=lambda r, rep: report["rounds"].__setitem__(str(r), rep),
         )
         start = ArrayRecord({k: Array(np.zeros(s, np.float32)) for k, s in SHAPES.items()})
