@@ -136,10 +136,12 @@ def _subsampled(alphas: np.ndarray, q: float, eps: Any) -> np.ndarray:
     - add, ``D_a((1-q) Q + q P || Q)``: the binomial expansion of ``E_Q[(1 - q + q R)^a]``
       is exact, ``E_Q[R^l] <= exp((l-1) eps(l))``: Zhu & Wang's Theorem 6 formula, here
       valid for any mechanism because only this direction uses it;
-    - remove, ``D_a(Q || (1-q) Q + q P) = log E_Q[(1 + x)^-(a-1)] / (a-1)``, ``x = q (R-1)
-      >= -q``: Taylor with Lagrange remainder, ``(1+x)^-m <= 1 - m x + C(m+1, 2) (1-q)^-(m+2)
-      x^2``, and ``E_Q[R] = 1`` (full support), ``E_Q[(R-1)^2] = exp(D_2) - 1``, give
-      ``log(1 + C(a, 2) q^2 (1-q)^-(a+1) (exp(eps(2)) - 1)) / (a-1)``;
+    - remove, ``D_a(Q || (1-q) Q + q P) = log E_Q[(1 + x)^-m] / m``, ``m = a - 1``,
+      ``x = q (R - 1) >= -q``: for ``x >= 0`` Taylor gives ``(1+x)^-m <= 1 - m x + C(m+1, 2)
+      x^2``; for ``-q <= x < 0`` the series has positive terms and ``|x|^j <= x^2 q^(j-2)``;
+      both are ``<= 1 - m x + K x^2`` with ``K q^2 = (1-q)^-m - 1 - m q``. ``E_Q[R] = 1``
+      (full support) and ``E_Q[(R-1)^2] = exp(D_2) - 1`` give ``log(1 + ((1-q)^-m - 1 - m q)
+      (exp(eps(2)) - 1)) / m``;
     - and Zhu & Wang's Theorem 5, the general bound for both directions; the min wins.
     """
     top = int(alphas.max())
@@ -161,8 +163,9 @@ def _subsampled(alphas: np.ndarray, q: float, eps: Any) -> np.ndarray:
     general = log_total(np.where(ls == 2, 0.0, math.log(3.0)))
     eps2 = float(eps(np.array([2]))[0])
     log_chi2 = eps2 + math.log(-math.expm1(-eps2)) if eps2 > 0 else -math.inf  # exp(eps2) - 1
-    remove = np.logaddexp(0.0, log_comb[:, 0] + 2 * math.log(q) - (a[:, 0] + 1) * math.log1p(-q)
-                          + log_chi2)  # fmt: skip
+    with np.errstate(over="ignore", divide="ignore"):
+        weight = np.expm1(-(a[:, 0] - 1) * math.log1p(-q)) - (a[:, 0] - 1) * q
+        remove = np.logaddexp(0.0, np.log(weight) + log_chi2)
     return np.minimum(general, np.maximum(add, remove)) / (a[:, 0] - 1)
 
 
