@@ -9,17 +9,34 @@ by an Opacus accountant (RDP or PRV) over their ``(noise multiplier, sample
 rate, steps)`` history; pure-epsilon Laplace releases are added up (basic
 composition) and so is the Gaussian part: ``epsilon = eps_gauss(delta) + sum
 eps_laplace`` is a valid (conservative) bound for their sequential composition.
+
+Distributed discrete Gaussian rounds (SecAgg, ``flwr_privacy.dp.ddg``) are RDP curves:
+when a ledger holds any, its Gaussian history is turned into an RDP curve too (Opacus'
+``compute_rdp``, at the same integer orders, whatever ``accountant`` says), the curves
+are added and converted to epsilon once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
+
+from flwr_privacy.dp.ddg import ORDERS, DdgStep, rdp_to_epsilon
 
 ACCOUNTANTS = ("rdp", "prv")
 
+DDG_KEYS = (
+    ("sensitivity", "l2_sensitivity"),
+    ("sigma", "sigma"),
+    ("honest", "honest"),
+    ("dim", "dim"),
+    ("rate", "sample_rate"),
+    ("rounds", "rounds"),
+)  # state-dict keys
 GaussianStep = tuple[float, float, int]  # (noise multiplier, sample rate, steps): Opacus history
 
 
@@ -55,6 +72,19 @@ def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountan
     return float(acc.get_epsilon(delta=delta))
 
 
+def joint_epsilon(gaussian: Iterable[GaussianStep], ddg: Iterable[DdgStep], delta: float) -> float:
+    """Epsilon of Gaussian and DDG releases composed in RDP (curves added, one conversion)."""
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    quiet_opacus()
+    rdp = sum((step.rdp() for step in ddg if step.rounds > 0), start=np.zeros(len(ORDERS)))
+    for z, q, n in gaussian:
+        if n > 0:
+            rdp = rdp + np.asarray(compute_rdp(q=q, noise_multiplier=z, steps=n,
+                                               orders=list(ORDERS)))  # fmt: skip
+    return rdp_to_epsilon(rdp, delta) if np.any(rdp > 0) else 0.0
+
+
 @dataclass
 class PrivacyLedger:
     """The releases of one party (a client, or the server for central DP) over the run."""
@@ -63,6 +93,7 @@ class PrivacyLedger:
     accountant: str = "rdp"
     gaussian: list[GaussianStep] = field(default_factory=list)
     laplace: list[float] = field(default_factory=list)
+    ddg: list[DdgStep] = field(default_factory=list)  # distributed discrete Gaussian rounds
     rounds: int = 0  # rounds in which this party released something
     input_epsilon: float = 0.0  # one-off release of perturbed records (counted once)
 
@@ -73,18 +104,36 @@ class PrivacyLedger:
             raise ValueError(f"accountant {self.accountant!r} is unknown; allowed: {ACCOUNTANTS}")
 
     def epsilon(
-        self, *, gaussian: Iterable[GaussianStep] = (), laplace: Iterable[float] = ()
+        self,
+        *,
+        gaussian: Iterable[GaussianStep] = (),
+        laplace: Iterable[float] = (),
+        ddg: Iterable[DdgStep] = (),
     ) -> float:
         """Epsilon spent so far, or what it would be after the extra releases given."""
         history = [*self.gaussian, *gaussian]
-        gauss = gaussian_epsilon(history, delta=self.delta, accountant=self.accountant)
+        rounds = [*self.ddg, *ddg]
+        if any(step.rounds > 0 for step in rounds):
+            gauss = joint_epsilon(history, rounds, self.delta)
+        else:
+            gauss = gaussian_epsilon(history, delta=self.delta, accountant=self.accountant)
         return gauss + sum([*self.laplace, *laplace]) + self.input_epsilon
 
     def record(
-        self, *, gaussian: Iterable[GaussianStep] = (), laplace: Iterable[float] = ()
+        self,
+        *,
+        gaussian: Iterable[GaussianStep] = (),
+        laplace: Iterable[float] = (),
+        ddg: Iterable[DdgStep] = (),
     ) -> float:
         """Add one round's releases; return the new total epsilon."""
         self.rounds += 1
+        for step in ddg:  # equal parameters in a row compose as one run of rounds
+            last = self.ddg[-1] if self.ddg else None
+            if last is not None and replace(last, rounds=step.rounds) == step:
+                self.ddg[-1] = replace(last, rounds=last.rounds + step.rounds)
+            else:
+                self.ddg.append(step)
         for z, q, n in gaussian:  # equal (noise, rate) in a row compose as one run of steps
             if self.gaussian and self.gaussian[-1][:2] == (float(z), float(q)):
                 self.gaussian[-1] = (float(z), float(q), self.gaussian[-1][2] + int(n))
@@ -102,6 +151,9 @@ class PrivacyLedger:
             "gaussian-rate": [q for _, q, _ in self.gaussian],
             "gaussian-steps": [n for _, _, n in self.gaussian],
             "laplace": list(self.laplace),
+            **{
+                f"ddg-{key}": [getattr(step, name) for step in self.ddg] for key, name in DDG_KEYS
+            },  # fmt: skip
             "rounds": self.rounds,
             "input-epsilon": self.input_epsilon,
         }
@@ -111,11 +163,16 @@ class PrivacyLedger:
         history = zip(
             state["gaussian-noise"], state["gaussian-rate"], state["gaussian-steps"], strict=True
         )
+        ddg = zip(*(state.get(f"ddg-{key}", []) for key, _ in DDG_KEYS), strict=True)
         return cls(
             delta=float(state["delta"]),
             accountant=str(state["accountant"]),
             gaussian=[(float(z), float(q), int(n)) for z, q, n in history],
             laplace=[float(e) for e in state["laplace"]],
+            ddg=[
+                DdgStep(float(c), float(s), int(h), int(d), float(q), int(n))
+                for c, s, h, d, q, n in ddg
+            ],  # fmt: skip
             rounds=int(state["rounds"]),
             input_epsilon=float(state["input-epsilon"]),
         )

@@ -1,11 +1,13 @@
 """Privacy ledger: epsilon from Opacus' accountants, composition, state round trip."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from flwr_privacy.dp import PrivacyLedger, planned_noise, sampling
+from flwr_privacy.dp.ddg import DdgStep, ddg_epsilon
 
 ROUNDS = [(1.1, 0.05, 40), (1.1, 0.05, 40), (0.9, 0.1, 20)]  # (noise, sample rate, steps)
 
@@ -84,3 +86,31 @@ def test_equal_releases_in_a_row_merge_into_one_run_of_steps() -> None:
         for _ in range(n):
             reference.step(noise_multiplier=z, sample_rate=0.05)
     assert ledger.epsilon() == pytest.approx(reference.get_epsilon(1e-5), rel=1e-6)
+
+
+DDG = DdgStep(l2_sensitivity=300.0, sigma=400.0, honest=5, dim=1000, sample_rate=0.05, rounds=1)
+
+
+def test_ddg_rounds_compose_in_rdp_with_gaussian_releases() -> None:
+    # Prepare / Execute: three DDG rounds (equal parameters merge), then a Gaussian step
+    ledger = PrivacyLedger(delta=1e-5)
+    for _ in range(3):
+        ledger.record(ddg=[DDG])
+    ddg_only = ledger.epsilon()
+    both = ledger.record(gaussian=[ROUNDS[0]])
+    gauss_only = PrivacyLedger(delta=1e-5, gaussian=[ROUNDS[0]]).epsilon()
+    # Assert: one run of 3 rounds; DDG alone is ddg_epsilon; joint RDP beats adding epsilons
+    assert ledger.ddg == [replace(DDG, rounds=3)]
+    assert ddg_only == pytest.approx(ddg_epsilon([replace(DDG, rounds=3)], 1e-5))
+    assert max(ddg_only, gauss_only) < both < ddg_only + gauss_only
+    assert ledger.epsilon(ddg=[DDG]) > both and len(ledger.ddg) == 1
+
+
+def test_ddg_state_dict_round_trip_and_old_states_load() -> None:
+    ledger = PrivacyLedger(delta=1e-5)
+    ledger.record(ddg=[DDG, replace(DDG, honest=4)], laplace=[0.1])
+    state = ledger.state_dict()
+    assert all(isinstance(v, int | float) for v in state["ddg-sigma"] + state["ddg-honest"])
+    assert PrivacyLedger.from_state_dict(state) == ledger
+    old = {k: v for k, v in state.items() if not k.startswith("ddg-")}
+    assert PrivacyLedger.from_state_dict(old).ddg == []
