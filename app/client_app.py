@@ -34,16 +34,19 @@ from flwr_privacy.dp import BudgetExhausted, declined, dp_settings
 from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores, make_he_mod
 from flwr_privacy.mods.local_dp import local_dp_mod
+from flwr_privacy.mods.secagg import make_secagg_mod
 from flwr_privacy.mods.tamper import tamper_mod
 from flwr_privacy.records import as_floats
 from flwr_privacy.sizes import dataset_size
 from tasks import ClientData, Task, get_task
 from tasks.tabular import TabularTask
 
-# Outermost first: the HE mod decrypts first and encrypts last, after DP noise and any attack.
-# HE is optional in this app: without the server's HE record the mod passes messages through.
+# Outermost first: the SecAgg+ mod answers its protocol stages and masks last; the HE mod
+# decrypts first and encrypts last, after DP noise and any attack. Both are optional in this
+# app: without the server's record a mod passes messages through.
+secagg_mod = make_secagg_mod(required=False)
 he_mod = make_he_mod(required=False)
-app = ClientApp(mods=[he_mod, local_dp_mod, tamper_mod])
+app = ClientApp(mods=[secagg_mod, he_mod, local_dp_mod, tamper_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only
 
 

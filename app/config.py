@@ -23,6 +23,7 @@ from tasks.base import TrainSettings
 # the DP layer are imported in the functions that parse the whole run config.
 if TYPE_CHECKING:
     from app.dp_config import DpConfig
+    from flwr_privacy.secagg.settings import SecAggSettings
     from flwr_privacy.strategy.box_plot import BoxPlot
     from strategies import Robustness
 
@@ -221,6 +222,41 @@ class HierarchyConfig:
         )
 
 
+@dataclass(frozen=True)
+class SecAggConfig:
+    """The ``secagg.`` sub-table: SecAgg+ secure aggregation (README: "Secure aggregation")."""
+
+    enabled: bool
+    threshold: float
+    neighbours: int
+    bits: int
+    clip: float
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> SecAggConfig:
+        threshold = number(cfg, "secagg.threshold", float, lambda v: v > 0,
+                           "a fraction in (0, 1] or a whole number of shares >= 1")  # fmt: skip
+        if threshold > 1 and not threshold.is_integer():
+            raise ConfigError(f"run-config key 'secagg.threshold' = {threshold} is invalid; "
+                              "allowed: a fraction in (0, 1] or a whole number >= 1")  # fmt: skip
+        return cls(
+            enabled=get(cfg, "secagg.enabled", bool),
+            threshold=threshold,
+            neighbours=number(cfg, "secagg.neighbours", int, lambda v: v == 0 or v >= 2,
+                              "0 (about 2 log2 n) or an integer >= 2"),  # fmt: skip
+            bits=number(cfg, "secagg.bits", int, lambda v: 2 <= v <= 24, "an integer in [2, 24]"),
+            clip=number(cfg, "secagg.clip", float, lambda v: v > 0, "a float > 0"),
+        )
+
+    def settings(self, *, timeout: float) -> SecAggSettings:
+        from flwr_privacy.secagg.settings import SecAggSettings
+
+        t = self.threshold
+        return SecAggSettings(threshold=int(t) if t > 1 else float(t),
+                              neighbours=self.neighbours, quant_bits=self.bits, clip=self.clip,
+                              timeout=timeout)  # fmt: skip
+
+
 def _attack(cfg: Mapping[str, Any]) -> Attack:
     class_index = (lambda v: v >= 0, "an integer >= 0 (a class index)")
     source = number(cfg, "attack.source-class", int, *class_index)
@@ -265,6 +301,7 @@ class AppConfig:
     attack: Attack
     dp: DpConfig
     task_config: dict[str, Any]
+    secagg: SecAggConfig
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppConfig:
@@ -275,6 +312,7 @@ class AppConfig:
         strategy, he = choice(cfg, "strategy", STRATEGIES), HeConfig.from_run_config(cfg)
         robust = RobustConfig.from_run_config(cfg)
         hierarchy = HierarchyConfig.from_run_config(cfg)
+        secagg = SecAggConfig.from_run_config(cfg)
         task = choice(cfg, "task", TASK_NAMES)
         own = task_config(task, cfg)
         try:
@@ -294,6 +332,7 @@ class AppConfig:
             dp_mode=dp.mode, input_epsilon=dp.input_epsilon, epsilon=dp.epsilon,
             class_weights=getattr(weights, "class_weights", "none"),
             taylor_loss=own.get("breast-cancer.loss") == "taylor", attack=attack.active,
+            secagg=secagg.enabled,
         ))  # fmt: skip
         if why is not None:
             raise ConfigError(why)
@@ -325,6 +364,7 @@ class AppConfig:
             attack=attack,
             dp=dp,
             task_config=own,
+            secagg=secagg,
         )
         fixes = [f"local-epochs = 1 (not {out.local_epochs})"] if out.local_epochs != 1 else []
         fixes += [f"min-clients >= 2 (not {out.min_clients})"] if out.min_clients < 2 else []

@@ -39,6 +39,7 @@ class Layers:
     class_weights: str
     taylor_loss: bool
     attack: bool
+    secagg: bool = False
 
     @property
     def he(self) -> bool:
@@ -156,6 +157,18 @@ RULES: tuple[Rule, ...] = (
     Rule(lambda x: x.server_keyed and (x.dp_mode != "none" or x.attack), lambda x: (
         "run-config key 'he.mode' = 'server-keyed' does not compose with dp.mode or the "
         "attack harness (clients return ciphertexts of the updated model only)")),
+    Rule(lambda x: x.secagg and x.he, lambda x: (
+        f"run-config key 'secagg.enabled' = true with he.backend = {x.he_backend!r}: both keep "
+        "the server from reading single updates (SecAgg+ with masks and no dealer, HE with "
+        "dealt keys); choose one: set he.backend = 'none' or secagg.enabled = false")),
+    Rule(lambda x: x.secagg and (x.filter != "none" or x.strategy not in AVERAGING), lambda x: (
+        "run-config key 'secagg.enabled' = true: the server sees only the sum of the updates, "
+        "so it cannot filter or rank single ones; use fedavg/fedprox with robust.filter = "
+        "'none'")),
+    Rule(lambda x: x.secagg and x.dp_mode in ("central", "distributed"), lambda x: (
+        f"run-config key 'dp.mode' = {x.dp_mode!r} with secagg.enabled = true is not "
+        "available: central DP clips single updates on the server (which SecAgg hides) and "
+        "distributed DP runs under he.backend; with SecAgg use dp.mode = 'dp-sgd' or 'local'")),
 )  # fmt: skip
 
 

@@ -100,6 +100,7 @@ class RunRecorder:
         self._rejected: list[dict[str, Any]] = []
         self._filter: dict[str, Any] | None = None
         self._tiers: dict[str, Any] | None = None
+        self._secagg: dict[str, Any] | None = None
         self._privacy: dict[str, Any] = {}
         self._tick = time.perf_counter()
         write_json(self.path, self.data)
@@ -225,6 +226,10 @@ class RunRecorder:
         """Record a hierarchical round's per-edge counts and edge <-> cloud bytes."""
         self._tiers = tiers
 
+    def secagg(self, server_round: int, report: dict[str, Any]) -> None:
+        """SecAgg+ stages (messages, bytes, seconds), dropouts and recovered clients."""
+        self._secagg = report
+
     def evaluate_fn(self, central: EvaluateFn | None) -> EvaluateFn:
         """Wrap centralized evaluation; each call closes a round (0 = before training).
 
@@ -265,6 +270,8 @@ class RunRecorder:
             entry["robust"] = self._filter
         if self._tiers is not None:
             entry["tiers"] = self._tiers
+        if self._secagg is not None:
+            entry["secagg"] = self._secagg
         if self._privacy:
             entry["privacy"] = self._privacy
             summary = self.data["privacy"]
@@ -275,6 +282,7 @@ class RunRecorder:
         self._rejected = []
         self._filter = None
         self._tiers = None
+        self._secagg = None
         self._privacy = {}
         if server_round == 0:
             self.data["setup"] = entry

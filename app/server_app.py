@@ -170,6 +170,8 @@ def _train(
         cloud_box=cloud_box,
         on_tiers=recorder.tiers,
         weighted_by_key=UNIT_WEIGHT if unit_weights else NUM_EXAMPLES,
+        secagg=cfg.secagg.settings(timeout=cfg.round_timeout) if cfg.secagg.enabled else None,
+        on_secagg=recorder.secagg,
     )
     if bad_nodes:  # experiments only: the chosen nodes' tamper_mod misbehaves
         strategy = Tampering(strategy, attack=cfg.attack.tamper(), nodes=bad_nodes)

@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import (
 )
 
 from flwr_privacy.he import KeyBundle
+from flwr_privacy.secagg.settings import SecAggSettings
 from flwr_privacy.settings import HeSettings
 from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFilter, FilterFn
 from flwr_privacy.strategy.encrypted import (
@@ -40,6 +41,7 @@ from flwr_privacy.strategy.encrypted import (
 from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlotFedAvg, EncryptedBoxPlotFedProx
 from flwr_privacy.strategy.foolsgold import FoolsGold, FoolsGoldFilter
 from flwr_privacy.strategy.hierarchical import Hierarchical, TierFn
+from flwr_privacy.strategy.secagg import RoundFn, SecAggPlus
 from flwr_privacy.strategy.validation import RejectFn, Validated
 
 BUILTIN_ROBUST: dict[str, type[FedAvg]] = {
@@ -137,6 +139,8 @@ def make_strategy(
     on_tiers: TierFn | None = None,
     weighted_by_key: str = "num-examples",
     min_contributions: int = 1,
+    secagg: SecAggSettings | None = None,
+    on_secagg: RoundFn | None = None,
 ) -> Strategy:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
@@ -165,6 +169,18 @@ def make_strategy(
     )
     if robust.foolsgold is not None:
         _refuse_foolsgold(he, edges)
+    if secagg is not None:
+        if he is not None or robust.box is not None or robust.foolsgold or name in BUILTIN_ROBUST:
+            raise ValueError(
+                "SecAgg+ hides every single update from the server: it composes with fedavg or "
+                "fedprox only, without he, box-plot filtering or FoolsGold"
+            )
+        if name == "fedprox":
+            common["proximal_mu"] = proximal_mu
+        base = FedProx(**common) if name == "fedprox" else FedAvg(**common)
+        # edges: one SecAgg+ instance per edge, the cloud adds the edge sums
+        return SecAggPlus(base, secagg=secagg, groups=edges, num_examples=num_examples,
+                          on_round=on_secagg)  # fmt: skip
     if name in BUILTIN_ROBUST:
         if he is not None or robust.box is not None or robust.foolsgold or edges is not None:
             raise ValueError(

@@ -9,7 +9,7 @@ from app import client_app as apps
 def clients_with(*mods: Mod) -> ClientApp:
     """The app's train/evaluate/describe handlers behind ``mods`` (outermost first), then
     the app's own HE and DP mods."""
-    app = ClientApp(mods=[*mods, apps.he_mod, apps.local_dp_mod])
+    app = ClientApp(mods=[*mods, apps.secagg_mod, apps.he_mod, apps.local_dp_mod])
     app.train()(apps.train)
     app.evaluate()(apps.evaluate)
     app.query("describe")(apps.describe)
