@@ -226,3 +226,27 @@ def test_toolkit_exports_the_layer_lazily() -> None:
 
     assert flwr_privacy.EncryptedCentralDp is EncryptedCentralDp
     assert flwr_privacy.central_clip_mod is central_clip_mod
+
+
+@pytest.mark.usefixtures("server_identity")
+@pytest.mark.parametrize("mod_name", ["central_clip_mod", "local_dp_mod"])
+def test_client_clips_its_update_when_the_record_says_central(mod_name: str) -> None:
+    from flwr_privacy.mods.local_dp import local_dp_mod
+
+    mod = {"central_clip_mod": central_clip_mod, "local_dp_mod": local_dp_mod}[mod_name]
+    received = np.ones(50, np.float32)
+
+    def task(msg: Message, context: Context) -> Message:
+        reply = RecordDict({"arrays": ArrayRecord({"w": Array(received + 3.0)}),
+                            "metrics": MetricRecord({"num-examples": 10})})  # fmt: skip
+        return Message(reply, reply_to=msg)
+
+    for mode, norm in (("central", 0.5), ("none", 3.0 * np.sqrt(50))):
+        dp = DpSettings(mode=mode, max_grad_norm=0.5)
+        record = dp.to_record()
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(received)}),
+                              "config": ConfigRecord(), "flwr-privacy.dp": record})  # fmt: skip
+        reply = mod(Message(content, dst_node_id=1, message_type="train"), _context(1), task)
+        sent = reply.content["arrays"]["w"].numpy()
+        assert np.linalg.norm(sent - received) == pytest.approx(norm, rel=1e-5)
+        assert sent.dtype == np.float32
