@@ -137,11 +137,15 @@ RULES: tuple[Rule, ...] = (
         "sum, which is sound only if nobody sees a single update: it needs he.backend set "
         "(server-blind), fedavg/fedprox, no robust.filter, no hierarchy.edges")),
     Rule(lambda x: x.dp_mode == "central" and (
-        x.he or x.filter != "none" or x.edges > 0 or x.strategy not in AVERAGING), lambda x: (
-        "run-config key 'dp.mode' = 'central' clips each update and noises the aggregate on "
-        "the server, so it needs plaintext fedavg/fedprox without robust.filter or "
-        "hierarchy.edges; with he.backend set use dp.mode = 'dp-sgd' or 'local' (noise is "
-        "added on the client, before encryption)")),
+        x.filter != "none" or x.edges > 0 or x.strategy not in AVERAGING), lambda x: (
+        "run-config key 'dp.mode' = 'central' noises the sum of clipped updates, which covers "
+        "one clip per client only if every update is summed as is: it needs fedavg/fedprox "
+        "without robust.filter (it picks updates by their values) or hierarchy.edges")),
+    Rule(lambda x: x.dp_mode == "central" and x.he_backend == "ckks" and not x.server_keyed,
+         lambda x: (
+        "run-config key 'dp.mode' = 'central' with he.backend = 'ckks': the server must encrypt "
+        "its noise, but this app's CKKS keys are symmetric (the server bundle holds no public "
+        "key); use he.backend = 'paillier', or dp.mode = 'dp-sgd' / 'local' with CKKS")),
     Rule(lambda x: x.server_keyed and (x.task != "breast-cancer" or not x.taylor_loss),
          lambda x: (
         "run-config key 'he.mode' = 'server-keyed' trains on the encrypted model with the "

@@ -52,6 +52,7 @@ from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.records import as_int
 from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
+from flwr_privacy.strategy.encrypted_dp import EncryptedCentralDp
 from flwr_privacy.strategy.guard import NoContributionError, StopOnEmptyRounds
 from flwr_privacy.strategy.hierarchical import assign_edges
 from flwr_privacy.strategy.server_keyed import ServerKeyedModel
@@ -214,6 +215,11 @@ def with_privacy(strategy: Any, cfg: AppConfig, recorder: RunRecorder, nodes: in
         target_epsilon=dp.epsilon, delta=dp.delta, sample_rate=1.0,
         steps=cfg.num_server_rounds, accountant=dp.accountant,
     )  # fmt: skip
+    if cfg.he.enabled and not cfg.he.server_keyed:  # the server is blind: noise ciphertexts
+        log(INFO, "with_privacy: central DP on the encrypted sum, noise multiplier %.3f, "
+            "clip %.3g (clients clip)", z, dp.max_grad_norm)  # fmt: skip
+        return EncryptedCentralDp(strategy, dp=replace(dp, noise_multiplier=z),
+                                  on_release=recorder.central_release)  # fmt: skip
     sampled = max(int(nodes * cfg.fraction_train), cfg.min_clients)
     log(INFO, "with_privacy: central DP, noise multiplier %.3f, clip %.3g, %d clients a round",
         z, dp.max_grad_norm, sampled)  # fmt: skip

@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "local_dp_mod": "flwr_privacy.mods.local_dp",
     "BudgetGuard": "flwr_privacy.strategy.budget",
     "LedgeredCentralDp": "flwr_privacy.strategy.central_dp",
+    "EncryptedCentralDp": "flwr_privacy.strategy.encrypted_dp",
+    "central_clip_mod": "flwr_privacy.mods.central_clip",
     "PrivacyLedger": "flwr_privacy.dp.ledger",
     "StopOnEmptyRounds": "flwr_privacy.strategy.guard",
     "NoContributionError": "flwr_privacy.strategy.guard",

@@ -36,6 +36,7 @@ from flwr_privacy.dp.client import (
 )
 from flwr_privacy.dp.mechanisms import flower_epsilon, laplace_update
 from flwr_privacy.dp.settings import DpSettings
+from flwr_privacy.mods.central_clip import clipped_reply
 from flwr_privacy.records import ARRAYS, CONFIG, DP_RECORD, METRICS, as_int
 
 MOD_NAME = "local_dp_mod"
@@ -86,8 +87,9 @@ def make_local_dp_mod(
 def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Local DP with the settings of the message's ``flwr-privacy.dp`` record.
 
-    Acts when the record says ``mode = "local"`` and passes other modes through; a train
-    message without the record gets an Error reply naming the fix.
+    Acts when the record says ``mode = "local"``; with ``"central"`` it clips the update
+    (``central_clip_mod``); other modes pass through. A train message without the record
+    gets an Error reply naming the fix.
     """
     if msg.metadata.message_type != MessageType.TRAIN or msg.has_error():
         return call_next(msg, context)
@@ -97,6 +99,8 @@ def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         return _failed(msg, f"the {DP_RECORD!r} record is inconsistent: {e}; {_FIX}")
     if dp is None:
         return _failed(msg, f"the train message has no {DP_RECORD!r} record; {_FIX}")
+    if dp.mode == "central":  # the server cannot clip what it cannot read (HE): clip here
+        return clipped_reply(msg, context, call_next, dp.max_grad_norm)
     if dp.mode != "local":
         return call_next(msg, context)
     return _noised(msg, context, call_next, dp)

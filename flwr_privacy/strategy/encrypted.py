@@ -69,6 +69,7 @@ class EncryptedAggregation(ReplyValidation):
     """
 
     server_blind = True  # the server never decrypts: no centralized evaluation
+    noise_slots = 0  # sum room the server's own encrypted noise takes (EncryptedCentralDp)
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class EncryptedAggregation(ReplyValidation):
         """This round's record: how many clients a sum holds, the weight scale."""
         nodes = len(list(grid.get_node_ids()))
         max_count = max(int(nodes * self.fraction_train), self.min_train_nodes, 1)
+        max_count += self.noise_slots
         scale = max(self.num_examples.values(), default=1)
         return replace(self._round, max_count=max_count, weight_scale=float(scale),
                        server_round=server_round)  # fmt: skip
