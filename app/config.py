@@ -23,7 +23,7 @@ from tasks.base import TrainSettings
 # the DP layer are imported in the functions that parse the whole run config.
 if TYPE_CHECKING:
     from app.dp_config import DpConfig
-    from flwr_privacy.secagg.settings import SecAggSettings
+    from flwr_privacy.secagg.settings import DistributedDp, SecAggSettings
     from flwr_privacy.strategy.box_plot import BoxPlot
     from strategies import Robustness
 
@@ -248,13 +248,13 @@ class SecAggConfig:
             clip=number(cfg, "secagg.clip", float, lambda v: v > 0, "a float > 0"),
         )
 
-    def settings(self, *, timeout: float) -> SecAggSettings:
+    def settings(self, *, timeout: float, dp: DistributedDp | None = None) -> SecAggSettings:
         from flwr_privacy.secagg.settings import SecAggSettings
 
         t = self.threshold
         return SecAggSettings(threshold=int(t) if t > 1 else float(t),
                               neighbours=self.neighbours, quant_bits=self.bits, clip=self.clip,
-                              timeout=timeout)  # fmt: skip
+                              timeout=timeout, dp=dp)  # fmt: skip
 
 
 def _attack(cfg: Mapping[str, Any]) -> Attack:

@@ -26,16 +26,25 @@ from flwr_privacy.dp.client import (
     ledger_of,
     noise_seed,
 )
+from flwr_privacy.dp.ddg import DdgPlan
 from flwr_privacy.dp.input import FeatureBounds, perturb_records
 from flwr_privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
 from flwr_privacy.dp.ledger import gaussian_epsilon
 from flwr_privacy.dp.sgd import DpSgd, sampling, train_dp_sgd
-from flwr_privacy.records import as_int
+from flwr_privacy.records import SECAGG_RECORD, as_int
 from flwr_privacy.sizes import dataset_size
 from tasks import ClientData, Task, TrainSettings
 
 MOMENTUM_KEY, MOMENTUM_ROUND_KEY = "dp-previous-model", "dp-previous-round"
 ALONE_KEY = "dp-epsilon-alone"  # distributed DP: epsilon of one client's share on its own
+
+
+def ddg_plan(msg: Message) -> DdgPlan | None:
+    """The distributed discrete Gaussian plan SecAgg+ sent with this round, if any."""
+    record = msg.content.config_records.get(SECAGG_RECORD)
+    if record is None or record.get("encoding") != "ddg":
+        return None
+    return DdgPlan.from_record(record)
 
 
 def sgd_release(dp: DpSettings, n: int, settings: TrainSettings) -> Release:
@@ -88,10 +97,16 @@ def train_private(
     release: Release = {}
     if dp.mode in ("dp-sgd", "distributed"):
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # w_t
-        release = sgd_release(dp, dataset_size(train), settings)
+        plan = ddg_plan(msg) if dp.mode == "distributed" else None
+        if plan is not None:  # SecAgg+: the secagg mod adds discrete Gaussian noise to the sum
+            q, _ = sampling(dataset_size(train), settings.batch_size)
+            release = {"ddg": [plan.step(sample_rate=q)]}
+            z = 0.0
+        else:
+            release = sgd_release(dp, dataset_size(train), settings)
+            z = release["gaussian"][0][0] / math.sqrt(dp.shares)
         check_budget(ledger, release, dp)
-        z = release["gaussian"][0][0]
-        sgd = DpSgd(noise_multiplier=z / math.sqrt(dp.shares), max_grad_norm=dp.max_grad_norm,
+        sgd = DpSgd(noise_multiplier=z, max_grad_norm=dp.max_grad_norm,
                     grad_sample_mode=dp.grad_sample_mode)  # fmt: skip
         train_dp_sgd(model, train, task.loss_fn(train), sgd, epochs=settings.epochs,
                      batch_size=settings.batch_size, lr=settings.lr,
@@ -102,7 +117,7 @@ def train_private(
             metrics["dp-momentum-applied"] = float(
                 heavy_ball(model, start, context, as_int(cfg["server-round"]), dp.momentum)
             )
-        if dp.shares > 1:  # what this client's own share guarantees if its update is ever decrypted
+        if dp.shares > 1 and plan is None:  # what this client's own share guarantees alone
             history = [*ledger.gaussian, *release["gaussian"]]
             alone = [(zi / math.sqrt(dp.shares), q, n) for zi, q, n in history]
             metrics[ALONE_KEY] = gaussian_epsilon(alone, delta=dp.delta, accountant=dp.accountant)

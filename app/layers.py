@@ -131,11 +131,12 @@ RULES: tuple[Rule, ...] = (
         f"{x.class_weights!r}: class weights come from local label counts, which per-example "
         "clipping does not protect; set mcsn.class-weights = 'none'")),
     Rule(lambda x: x.dp_mode == "distributed" and (
-        not x.he or x.server_keyed or x.filter != "none" or x.edges > 0
+        not (x.he or x.secagg) or x.server_keyed or x.filter != "none" or x.edges > 0
         or x.strategy not in AVERAGING), lambda x: (
         "run-config key 'dp.mode' = 'distributed' splits the noise over the clients of each "
         "sum, which is sound only if nobody sees a single update: it needs he.backend set "
-        "(server-blind), fedavg/fedprox, no robust.filter, no hierarchy.edges")),
+        "(server-blind) or secagg.enabled = true, fedavg/fedprox, no robust.filter, no "
+        "hierarchy.edges")),
     Rule(lambda x: x.dp_mode == "central" and (
         x.filter != "none" or x.edges > 0 or x.strategy not in AVERAGING), lambda x: (
         "run-config key 'dp.mode' = 'central' noises the sum of clipped updates, which covers "
@@ -169,10 +170,10 @@ RULES: tuple[Rule, ...] = (
         "run-config key 'secagg.enabled' = true: the server sees only the sum of the updates, "
         "so it cannot filter or rank single ones; use fedavg/fedprox with robust.filter = "
         "'none'")),
-    Rule(lambda x: x.secagg and x.dp_mode in ("central", "distributed"), lambda x: (
-        f"run-config key 'dp.mode' = {x.dp_mode!r} with secagg.enabled = true is not "
-        "available: central DP clips single updates on the server (which SecAgg hides) and "
-        "distributed DP runs under he.backend; with SecAgg use dp.mode = 'dp-sgd' or 'local'")),
+    Rule(lambda x: x.secagg and x.dp_mode == "central", lambda x: (
+        "run-config key 'dp.mode' = 'central' with secagg.enabled = true: central DP clips "
+        "single updates on the server, which SecAgg hides; use dp.mode = 'distributed' "
+        "(discrete Gaussian noise shares under SecAgg), 'dp-sgd' or 'local'")),
 )  # fmt: skip
 
 

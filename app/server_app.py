@@ -50,6 +50,7 @@ from data.preprocess import Moments, combine
 from flwr_privacy.dp import planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.records import as_int
+from flwr_privacy.secagg.settings import DistributedDp, SecAggSettings
 from flwr_privacy.strategy.budget import BudgetGuard, BudgetsExhausted
 from flwr_privacy.strategy.central_dp import LedgeredCentralDp
 from flwr_privacy.strategy.encrypted_dp import EncryptedCentralDp
@@ -171,7 +172,7 @@ def _train(
         cloud_box=cloud_box,
         on_tiers=recorder.tiers,
         weighted_by_key=UNIT_WEIGHT if unit_weights else NUM_EXAMPLES,
-        secagg=cfg.secagg.settings(timeout=cfg.round_timeout) if cfg.secagg.enabled else None,
+        secagg=secagg_settings(cfg, sizes) if cfg.secagg.enabled else None,
         on_secagg=recorder.secagg,
     )
     if bad_nodes:  # experiments only: the chosen nodes' tamper_mod misbehaves
@@ -194,6 +195,26 @@ def _train(
         evaluate_fn=recorder.evaluate_fn(central),
         timeout=cfg.round_timeout,
     )
+
+
+def secagg_settings(cfg: AppConfig, sizes: dict[int, int]) -> SecAggSettings:
+    """SecAgg+ settings; with ``dp.mode = 'distributed'`` the discrete Gaussian plan's inputs.
+
+    One DP-SGD step a round: one example moves a client's update by ``lr C / B``; the
+    largest Poisson sample rate of any client is accounted (each client records its own).
+    """
+    dp = None
+    if cfg.dp.mode == "distributed":
+        from flwr_privacy.dp.sgd import sampling
+
+        step = cfg.learning_rate * cfg.dp.max_grad_norm
+        dp = DistributedDp(
+            epsilon=cfg.dp.epsilon, delta=cfg.dp.delta, rounds=cfg.num_server_rounds,
+            l2_clip=step / cfg.batch_size,
+            sample_rate=max(sampling(n, cfg.batch_size)[0] for n in sizes.values()),
+            update_norm=4 * step,  # a Poisson batch of up to 2 B, plus heavy-ball momentum
+        )  # fmt: skip
+    return cfg.secagg.settings(timeout=cfg.round_timeout, dp=dp)
 
 
 def guarded(strategy: Strategy, cfg: AppConfig, recorder: RunRecorder) -> StopOnEmptyRounds:

@@ -62,8 +62,8 @@ class DpSgd:
     grad_sample_mode: str = "hooks"
 
     def __post_init__(self) -> None:
-        if self.noise_multiplier <= 0:
-            raise ValueError(f"noise multiplier {self.noise_multiplier!r} must be > 0")
+        if self.noise_multiplier < 0:  # 0: clip only, the noise is added later (DDG in SecAgg)
+            raise ValueError(f"noise multiplier {self.noise_multiplier!r} must be >= 0")
         if self.max_grad_norm <= 0:
             raise ValueError(f"max grad norm {self.max_grad_norm!r} must be > 0")
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:

@@ -171,13 +171,20 @@ def _masked_reply(
         raise SecAggError(
             f"{who}: the update has {delta.size} values, the round expects {state.size - 1}"
         )
-    weight = min(as_float(metrics[weight_key]) / read(record, "weight-scale", float, who), 1.0)
-    encoding = FixedPoint(
-        clip=read(record, "clip", float, who), quant_bits=read(record, "quant-bits", int, who)
-    )
     # Stochastic rounding needs unbiased, not secret, randomness; a fresh OS seed costs nothing.
     rng = np.random.default_rng(secrets.randbits(128))
-    values, clipped = encoding.encode(delta, weight, rng)
+    if read(record, "encoding", str, who) == "ddg":  # distributed DP: grid + discrete Gaussian
+        from flwr_privacy.dp import ddg
+
+        plan = ddg.DdgPlan.from_record(record)
+        shares = np.append(ddg.encode(delta, plan, rng), 1)  # the last value counts clients
+        values, clipped = (shares % (1 << state.mod_bits)).astype(np.uint32), 0
+    else:
+        weight = min(as_float(metrics[weight_key]) / read(record, "weight-scale", float, who), 1.0)
+        encoding = FixedPoint(
+            clip=read(record, "clip", float, who), quant_bits=read(record, "quant-bits", int, who)
+        )
+        values, clipped = encoding.encode(delta, weight, rng)
     masked = state.mask_input(values, cts, round_=round_, session=session)
     _store(context, state)
     del reply.content.array_records[ARRAYS]

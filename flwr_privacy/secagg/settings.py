@@ -10,6 +10,46 @@ from flwr_privacy.secagg.graph import default_degree
 
 
 @dataclass(frozen=True, kw_only=True)
+class DistributedDp:
+    """Distributed discrete Gaussian noise under SecAgg+ (Kairouz, Liu and Steinke, 2021).
+
+    Every client rounds its update to a grid and adds discrete Gaussian noise; the
+    server plans grid and noise (``flwr_privacy.dp.ddg.plan_ddg``) so that the sum
+    over the honest survivors alone, ``survivors - (t - 1)``, spends at most
+    ``epsilon`` over ``rounds`` rounds: the guarantee holds against the server
+    colluding with ``t - 1`` clients and up to ``max_dropouts`` dropouts. A round
+    whose survivors fall short is not aggregated (nothing is released).
+
+    Parameters
+    ----------
+    epsilon, delta, rounds : the budget and the schedule it covers.
+    l2_clip : one example's L2 sensitivity in update units (``lr * C / B`` for one
+        DP-SGD step with clip ``C`` and batch divisor ``B``).
+    sample_rate : the largest Poisson sample rate of any client (``B / n_min``).
+    update_norm : a bound on one client's whole update (sets the grid's range).
+    max_dropouts : dropouts the noise is sized for.
+    bits : modulus bits of the masked sum (32: the grid can be fine).
+    """
+
+    epsilon: float
+    delta: float
+    rounds: int
+    l2_clip: float
+    sample_rate: float
+    update_norm: float
+    max_dropouts: int = 0
+    bits: int = 32
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0 and 0 < self.delta < 1 and self.rounds >= 1):
+            raise ValueError("DistributedDp needs epsilon > 0, 0 < delta < 1, rounds >= 1")
+        if not (self.l2_clip > 0 and self.update_norm > 0 and 0 < self.sample_rate <= 1):
+            raise ValueError("DistributedDp needs l2_clip, update_norm > 0, 0 < sample_rate <= 1")
+        if self.max_dropouts < 0 or not 8 <= self.bits <= 32:
+            raise ValueError("DistributedDp needs max_dropouts >= 0 and 8 <= bits <= 32")
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecAggSettings:
     """Secure aggregation of client updates: the server learns only their (weighted) sum.
 
@@ -34,6 +74,9 @@ class SecAggSettings:
         Most clients one sum may hold (sets the modulus; 0: those sampled this round).
     timeout : float
         Seconds each protocol stage waits for replies; late clients count as dropped.
+    dp : DistributedDp, optional
+        Distributed DP: clients add discrete Gaussian noise to grid-rounded updates
+        instead of fixed-point quantizing them; the sum is the unweighted mean.
     """
 
     threshold: int | float = 0.5
@@ -42,6 +85,7 @@ class SecAggSettings:
     clip: float = 4.0
     max_clients: int = 0
     timeout: float = 600.0
+    dp: DistributedDp | None = None
 
     def __post_init__(self) -> None:
         t = self.threshold

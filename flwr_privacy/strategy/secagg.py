@@ -36,6 +36,7 @@ from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from flwr_privacy.dp.ddg import DdgPlan, decode, plan_ddg
 from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
@@ -144,6 +145,12 @@ class SecAggPlus(StrategyWrapper):
         self._stats: dict[str, StageStats] = {}
         self._report: dict[str, Any] = {}
         self._encoding = FixedPoint(clip=secagg.clip, quant_bits=secagg.quant_bits)
+        self._plan: DdgPlan | None = None
+        if secagg.dp is not None and self.groups:
+            raise ValueError(
+                "distributed DP under SecAgg+ sizes the noise of one sum; with groups (edges) "
+                "every edge sum is a release of its own: use it without groups"
+            )
 
     def summary(self) -> None:
         s = self.secagg
@@ -201,7 +208,8 @@ class SecAggPlus(StrategyWrapper):
         for node in nodes:
             by_group.setdefault(self.groups.get(node, 0), []).append(node)
         most = self.secagg.max_clients or max(len(g) for g in by_group.values())
-        mod_bits = modulus_bits(self.secagg.quant_bits, most)
+        dp = self.secagg.dp
+        mod_bits = dp.bits if dp is not None else modulus_bits(self.secagg.quant_bits, most)
         if mod_bits > 32:
             raise ValueError(
                 f"{len(nodes)} clients at {self.secagg.quant_bits} bits need a modulus "
@@ -230,6 +238,42 @@ class SecAggPlus(StrategyWrapper):
             )
         return rounds
 
+    def _plan_dp(self, dim: int) -> DdgPlan:
+        """Grid and per-client noise for the whole run, from the first round's clients."""
+        dp = self.secagg.dp
+        assert dp is not None
+        rnd = next(iter(self._rounds.values()))
+        n = len(rnd.graph)
+        honest = n - (rnd.threshold - 1) - dp.max_dropouts
+        if honest < 1:
+            raise ValueError(
+                f"distributed DP: {n} clients with threshold {rnd.threshold} and "
+                f"{dp.max_dropouts} allowed dropouts leave no honest noise: lower the threshold "
+                "or max_dropouts, or sample more clients"
+            )
+        plan = plan_ddg(
+            epsilon=dp.epsilon,
+            delta=dp.delta,
+            sample_rate=dp.sample_rate,
+            rounds=dp.rounds,
+            l2_clip=dp.l2_clip,
+            dim=dim,
+            honest=honest,
+            bits=dp.bits,
+            clients=n,
+            update_norm=dp.update_norm,
+        )
+        log(
+            INFO,
+            "SecAgg+ distributed DP: %d honest of %d (t = %d), per-client sigma %.4g, grid %.3g",
+            honest,
+            n,
+            rnd.threshold,
+            plan.sigma,
+            plan.gamma,
+        )
+        return plan
+
     def _group_of(self, node: int) -> ServerRound | None:
         for rnd in self._rounds.values():
             if node in rnd.graph:
@@ -246,6 +290,8 @@ class SecAggPlus(StrategyWrapper):
         size = self._reference.size + 1
         self._rounds = self._setup(server_round, [m.metadata.dst_node_id for m in messages], size)
         members = {n: r for r in self._rounds.values() for n in r.graph}
+        if self.secagg.dp is not None and self._plan is None:
+            self._plan = self._plan_dp(size - 1)
         keys = self._exchange(
             KEYS,
             {
@@ -310,7 +356,9 @@ class SecAggPlus(StrategyWrapper):
                     "quant-bits": self.secagg.quant_bits,
                     "weight-scale": self.weight_scale,
                     "weight-key": self.weighted_by_key,
+                    "encoding": "fixed" if self._plan is None else "ddg",
                 },
+                **(self._plan.to_record() if self._plan is not None else {}),
             )
             out.append(msg)
         self._stats[MASK] = StageStats(messages=len(out))
@@ -353,7 +401,26 @@ class SecAggPlus(StrategyWrapper):
         if total is None:
             self._finish(server_round, aggregated=False)
             return None, None
-        mean, weights = self._encoding.decode(total, count)
+        if self._plan is not None:
+            realised = count - (max(r.threshold for r in self._rounds.values()) - 1)
+            self._report["ddg"] = {
+                "honest": realised,
+                "planned-honest": self._plan.honest,
+                "sigma": self._plan.sigma,
+                "gamma": self._plan.gamma,
+            }
+            if realised < self._plan.honest or int(total[-1]) != count:
+                self._report["not-aggregated"] = {
+                    "0": (
+                        f"{count} survivors hold the noise of {realised} honest clients, fewer "
+                        f"than the {self._plan.honest} the DP plan needs: nothing released"
+                    )
+                }
+                self._finish(server_round, aggregated=False)
+                return None, None
+            mean, weights = decode(total[:-1], self._plan, count), float(count)
+        else:
+            mean, weights = self._encoding.decode(total, count)
         arrays = _unflat(self._reference + mean, self._layout)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         sizes = [
@@ -402,7 +469,10 @@ class SecAggPlus(StrategyWrapper):
                     WARNING, "SecAgg+ round %d: group %d not aggregated: %s", server_round, group, e
                 )
                 continue
-            total = group_total.astype(np.uint64) if total is None else total + group_total
+            wide = group_total.astype(np.int64)
+            if self._plan is not None:  # DDG values are signed: centre them from mod 2^bits
+                wide[wide >= 1 << (rnd.mod_bits - 1)] -= 1 << rnd.mod_bits
+            total = wide if total is None else total + wide
             count += len(rnd.masked)
         self._report["not-aggregated"] = {str(g): why for g, why in problems.items()}
         return total, count

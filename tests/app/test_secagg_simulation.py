@@ -29,8 +29,9 @@ def test_secagg_trains_the_model_plaintext_fedavg_trains(tmp_path: Path) -> None
 
 
 def test_secagg_with_edges_runs_one_instance_per_edge(tmp_path: Path) -> None:
-    results = _run(tmp_path, "edges", **{"secagg.enabled": True, "hierarchy.edges": 2,
-                                         "num-server-rounds": 1})  # fmt: skip
+    results = _run(
+        tmp_path, "edges", **{"secagg.enabled": True, "hierarchy.edges": 2, "num-server-rounds": 1}
+    )
     assert results["status"] == "completed"
     assert results["rounds"][0]["secagg"]["groups"] == 2
 
@@ -50,3 +51,19 @@ def test_combinations_secagg_cannot_run_are_refused_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         _run(tmp_path, "bad", **{"secagg.enabled": True, **overrides})
+
+
+def test_distributed_dp_under_secagg_accounts_discrete_gaussian_rounds(tmp_path: Path) -> None:
+    results = _run(
+        tmp_path,
+        "ddg",
+        **{"secagg.enabled": True, "dp.mode": "distributed", "dp.epsilon": 3.0, "batch-size": 16},
+    )
+    assert results["status"] == "completed"
+    eps = [r["privacy"]["epsilon"] for r in results["rounds"]]
+    assert all(e for e in eps)  # every client reports its ledger every round
+    last = max(eps[-1].values())
+    assert 2.0 < last <= 3.0  # the planned budget over the 3 rounds, not more
+    ddg = results["rounds"][0]["secagg"]["ddg"]
+    assert ddg["honest"] == ddg["planned-honest"] == 5 - (3 - 1)  # server + t-1 colluders
+    assert results["final"]["accuracy"] > 0.6
