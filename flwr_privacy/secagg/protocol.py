@@ -73,9 +73,23 @@ def pair_mask(
     private_s: bytes, public_s: bytes, session: bytes, round_: int, i: int, j: int, size: int
 ) -> np.ndarray:
     """The mask ``i`` adds for neighbour ``j`` (``+PRG`` if i < j else ``-PRG``), mod 2^32."""
-    key = agree(private_s, public_s, MASK_LABEL, session, round_, i, j)
-    stream = mask(key, size)
-    return stream if _sign(i, j) > 0 else (-stream.astype(np.int64)).astype(np.uint32)
+    stream = _pair_stream(private_s, public_s, session, round_, i, j, size)
+    return stream if _sign(i, j) > 0 else np.negative(stream)  # uint32 wraps mod 2^32
+
+
+def _pair_stream(
+    private_s: bytes, public_s: bytes, session: bytes, round_: int, i: int, j: int, size: int
+) -> np.ndarray:
+    """The PRG output of the pair ``(i, j)``, unsigned (symmetric in the pair)."""
+    return mask(agree(private_s, public_s, MASK_LABEL, session, round_, i, j), size)
+
+
+def _apply_pair(y: np.ndarray, stream: np.ndarray, i: int, j: int, *, remove: bool = False) -> None:
+    """Add (or, ``remove``, subtract) in place the mask ``i`` adds for ``j``: no negated copy."""
+    if (_sign(i, j) > 0) != remove:
+        y += stream
+    else:
+        y -= stream
 
 
 def self_mask(seed: bytes, session: bytes, round_: int, node: int, size: int) -> np.ndarray:
@@ -229,9 +243,10 @@ class ClientSession:
             raise SecAggError(f"node {self.node}: input values exceed 2^{self.mod_bits}")
         y = values + self_mask(self.seed, self.session, self.round, self.node, self.size)
         for j in sorted(ciphertexts):
-            y += pair_mask(
+            stream = _pair_stream(
                 self.s.private, self.public[j][1], self.session, self.round, self.node, j, self.size
             )
+            _apply_pair(y, stream, self.node, j)
         self.ciphertexts = dict(ciphertexts)
         self.stage = "masked"
         return pack(y & np.uint32((1 << self.mod_bits) - 1), self.mod_bits)
@@ -414,9 +429,10 @@ class ServerRound:
                     "its advertised key (a share was corrupted)"
                 )
             for i in sorted(set(self.shares[j]) & set(self.masked)):  # they masked with j
-                total -= pair_mask(
+                stream = _pair_stream(
                     private_s, self.public[i][1], self.session, self.round, i, j, self.size
                 )
+                _apply_pair(total, stream, i, j, remove=True)
         return total & np.uint32((1 << self.mod_bits) - 1)
 
 
