@@ -42,13 +42,18 @@ def run(args: argparse.Namespace, mechanism: str, epsilon: float | None) -> dict
         "learning-rate": args.lr if epsilon is not None else args.no_dp_lr,
         "val-fraction": 0.02, "fraction-evaluate": 0.0, "seed": args.seed,
     }  # fmt: skip
+    secagg = mechanism == "secagg-distributed"
     if epsilon is not None:
-        cfg |= {"dp.mode": mechanism, "dp.epsilon": epsilon, "dp.delta": args.delta,
+        cfg |= {"dp.mode": "distributed" if secagg else mechanism, "dp.epsilon": epsilon,
+                "dp.delta": args.delta,
                 "dp.max-grad-norm": args.clip, "dp.l1-clip": args.l1_clip,
                 "dp.laplace-increment": args.laplace_increment,
                 "dp.seeded-noise": True}  # fmt: skip
     if mechanism == "distributed" and epsilon is not None:  # under server-blind CKKS
         cfg |= {"he.backend": "ckks", "min-clients": args.clients, "dp.momentum": args.momentum}
+    if secagg and epsilon is not None:  # discrete Gaussian shares under SecAgg+
+        cfg |= {"secagg.enabled": True, "secagg.threshold": args.secagg_threshold,
+                "min-clients": args.clients, "dp.momentum": args.momentum}  # fmt: skip
     start = time.perf_counter()
     res = tested_run(cfg, args.clients)
     seconds = time.perf_counter() - start
@@ -107,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dp-cnn.group-norm (GroupNorm after each conv)")  # fmt: skip
     parser.add_argument("--epsilons", type=float, nargs="*", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--mechanisms", nargs="*", default=["dp-sgd", "laplace-sgd"],
-                        choices=["dp-sgd", "distributed", "laplace-sgd"])  # fmt: skip
+                        choices=["dp-sgd", "distributed", "secagg-distributed",
+                                 "laplace-sgd"])  # fmt: skip
+    parser.add_argument("--secagg-threshold", type=float, default=0.5,
+                        help="secagg.threshold of secagg-distributed runs (fraction or count)")
     parser.add_argument(
         "--momentum",
         type=float,
