@@ -55,6 +55,9 @@ class Node:
     port: int = 0
     proc: Proc | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Extra environment of the SuperNode and the ClientApp processes it starts (they inherit
+    # it); tests put a fault-injecting ``flwr-clientapp`` first on one node's PATH.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def fab_secrets(app_dir: Path) -> list[str]:
@@ -208,7 +211,7 @@ class LocalDeployment:
             "--node-config", toml_overrides(node.node_config),
             "--host", self.host, "--port", str(node.port),
         ]  # fmt: skip
-        env = self._env(self.out / "supernodes" / node.name / "flwr-home")
+        env = {**self._env(self.out / "supernodes" / node.name / "flwr-home"), **node.env}
         node.proc = self._start(node.name, argv, env)
         try:
             node.proc.wait_for_line(NODE_READY, self.startup_timeout, what="joined the SuperLink")
