@@ -81,6 +81,16 @@ class StageStats:
         }
 
 
+def _destinations(messages: Iterable[Message]) -> dict[str, int]:
+    """Message id -> destination node, for pushed messages.
+
+    Errors the SuperLink makes itself (e.g. "Node Unavailable" for a node that
+    stopped sending heartbeats) come from the SuperLink's own node id; the id of
+    the message they answer recovers the node.
+    """
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+
+
 def _flat_arrays(arrays: ArrayRecord) -> tuple[np.ndarray, list[tuple[str, tuple[int, ...], Any]]]:
     parts, layout = [], []
     for name, arr in arrays.items():
@@ -143,6 +153,7 @@ class SecAggPlus(StrategyWrapper):
         self._layout: list[tuple[str, tuple[int, ...], Any]] = []
         self._reference = np.zeros(0)
         self._stats: dict[str, StageStats] = {}
+        self._mask_messages: list[Message] = []
         self._report: dict[str, Any] = {}
         self._encoding = FixedPoint(clip=secagg.clip, quant_bits=secagg.quant_bits)
         self._plan: DdgPlan | None = None
@@ -185,8 +196,9 @@ class SecAggPlus(StrategyWrapper):
         stats.seconds += time.perf_counter() - start
         stats.messages += len(messages)
         out: dict[int, ConfigRecord] = {}
+        sent = _destinations(messages)
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             if reply.has_error():
                 stats.failed[node] = str(reply.error.reason)
                 continue
@@ -361,6 +373,7 @@ class SecAggPlus(StrategyWrapper):
                 **(self._plan.to_record() if self._plan is not None else {}),
             )
             out.append(msg)
+        self._mask_messages = out  # their ids (set when pushed) name a reply's destination
         self._stats[MASK] = StageStats(messages=len(out))
         self._stats[MASK].bytes_down = sum(content_bytes(m.content) for m in out)
         self._mask_sent = time.perf_counter()
@@ -380,8 +393,9 @@ class SecAggPlus(StrategyWrapper):
         stats = self._stats.setdefault(MASK, StageStats())
         stats.seconds = time.perf_counter() - getattr(self, "_mask_sent", time.perf_counter())
         contents = []
+        sent = _destinations(self._mask_messages)
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             rnd = self._group_of(node)
             if reply.has_error() or rnd is None:
                 stats.failed[node] = str(reply.error.reason) if reply.has_error() else "not sampled"
