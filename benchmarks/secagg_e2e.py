@@ -10,7 +10,8 @@ threat data, 200 records a client; README "Secure aggregation (SecAgg+)"). Per r
 seconds per round (round 1 apart: it includes the actors' first messages), SecAgg+ stage
 seconds and bytes per round, the clients that shared, masked and were recovered, the final
 accuracy / macro-F1 and the peak resident memory of the whole process tree (server, Ray
-actors). ``--out`` differs per scale so runs do not overwrite each other.
+actors). Give each scale its own ``--out``. On a shared machine set ``RAY_worker_niceness=0``:
+Ray starts its actors at nice 15 and they starve beside other jobs.
 """
 
 from __future__ import annotations
