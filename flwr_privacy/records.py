@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Message
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
 ARRAYS = "arrays"  # Flower's key for the model ArrayRecord
 METRICS = "metrics"  # Flower's key for the MetricRecord
@@ -60,3 +61,19 @@ def settings_record(msg: Message, name: str) -> ConfigRecord | None:
     if not msg.has_content():
         return None
     return msg.content.config_records.get(name)
+
+
+def flatten(arrays: ArrayRecord) -> np.ndarray:
+    """The model's arrays as one float64 vector, in the record's order."""
+    parts = [a.numpy().astype(np.float64).ravel() for a in arrays.values()]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def unflatten(flat: np.ndarray, like: ArrayRecord) -> ArrayRecord:
+    """``flat`` back into arrays of ``like``'s names, shapes and dtypes."""
+    out, offset = {}, 0
+    for key, array in like.items():
+        a = array.numpy()
+        out[key] = Array(flat[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
+        offset += a.size
+    return ArrayRecord(out)

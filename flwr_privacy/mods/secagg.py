@@ -20,7 +20,14 @@ from flwr.app import ConfigRecord, Context, Error, Message, MessageType, RecordD
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
-from flwr_privacy.records import ARRAYS, METRICS, SECAGG_RECORD, as_float, settings_record
+from flwr_privacy.records import (
+    ARRAYS,
+    METRICS,
+    SECAGG_RECORD,
+    as_float,
+    flatten,
+    settings_record,
+)
 from flwr_privacy.secagg.crypto import SecAggError
 from flwr_privacy.secagg.encoding import FixedPoint
 from flwr_privacy.secagg.protocol import ClientSession, bytes_to_ids
@@ -57,14 +64,6 @@ def _session(context: Context, who: str) -> ClientSession:
 
 def _store(context: Context, session: ClientSession) -> None:
     context.state[SESSION_KEY] = ConfigRecord(session.to_record())
-
-
-def flatten(record: object) -> np.ndarray:
-    from flwr.app import ArrayRecord
-
-    if not isinstance(record, ArrayRecord):
-        raise SecAggError("expected an ArrayRecord of model arrays")
-    return np.concatenate([a.numpy().astype(np.float64).ravel() for a in record.values()])
 
 
 def make_secagg_mod(*, required: bool = True) -> Mod:

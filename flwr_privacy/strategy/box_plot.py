@@ -24,11 +24,12 @@ from logging import INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from flwr_privacy.records import flatten, unflatten
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
 from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost
 
@@ -231,20 +232,6 @@ def log_report(server_round: int, report: FilterReport, on_filter: FilterFn | No
         f" ({report.note})" if report.note else "")  # fmt: skip
     if on_filter is not None:
         on_filter(server_round, report)
-
-
-def flatten(arrays: ArrayRecord) -> np.ndarray:
-    parts = [a.numpy().astype(np.float64).ravel() for a in arrays.values()]
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def unflatten(flat: np.ndarray, like: ArrayRecord) -> ArrayRecord:
-    out, offset = {}, 0
-    for key, array in like.items():
-        a = array.numpy()
-        out[key] = Array(flat[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
-        offset += a.size
-    return ArrayRecord(out)
 
 
 class BoxPlotFilter(Validated):

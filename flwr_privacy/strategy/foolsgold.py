@@ -57,7 +57,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from sklearn.metrics.pairwise import cosine_similarity
 
-from flwr_privacy.strategy.box_plot import FilterReport, flatten, unflatten
+from flwr_privacy.records import flatten, unflatten
+from flwr_privacy.strategy.box_plot import FilterReport
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
 from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost, layers
 

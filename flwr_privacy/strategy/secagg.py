@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -37,7 +36,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from flwr_privacy.dp.ddg import DdgPlan, decode, plan_ddg
-from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float
+from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float, flatten, unflatten
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
 from flwr_privacy.secagg.graph import harary
@@ -91,24 +90,6 @@ def _destinations(messages: Iterable[Message]) -> dict[str, int]:
     return {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
 
 
-def _flat_arrays(arrays: ArrayRecord) -> tuple[np.ndarray, list[tuple[str, tuple[int, ...], Any]]]:
-    parts, layout = [], []
-    for name, arr in arrays.items():
-        a = arr.numpy()
-        layout.append((name, a.shape, a.dtype))
-        parts.append(a.astype(np.float64).ravel())
-    return np.concatenate(parts), layout
-
-
-def _unflat(flat: np.ndarray, layout: list[tuple[str, tuple[int, ...], Any]]) -> ArrayRecord:
-    out, pos = {}, 0
-    for name, shape, dtype in layout:
-        n = int(np.prod(shape)) if shape else 1
-        out[name] = Array(np.ascontiguousarray(flat[pos : pos + n].reshape(shape).astype(dtype)))
-        pos += n
-    return ArrayRecord(out)
-
-
 class SecAggPlus(StrategyWrapper):
     """SecAgg+ (Bell et al., CCS 2020) around a FedAvg-family strategy.
 
@@ -150,7 +131,8 @@ class SecAggPlus(StrategyWrapper):
         self.on_round = on_round
         self._grid: Grid | None = None
         self._rounds: dict[int, ServerRound] = {}
-        self._layout: list[tuple[str, tuple[int, ...], Any]] = []
+        self._like = ArrayRecord()
+        self._mask_sent = 0.0
         self._reference = np.zeros(0)
         self._stats: dict[str, StageStats] = {}
         self._mask_messages: list[Message] = []
@@ -298,7 +280,7 @@ class SecAggPlus(StrategyWrapper):
         self._grid = grid
         self._stats, self._report = {}, {}
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self._reference, self._layout = _flat_arrays(arrays)
+        self._reference, self._like = flatten(arrays), arrays
         size = self._reference.size + 1
         self._rounds = self._setup(server_round, [m.metadata.dst_node_id for m in messages], size)
         members = {n: r for r in self._rounds.values() for n in r.graph}
@@ -391,7 +373,7 @@ class SecAggPlus(StrategyWrapper):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         stats = self._stats.setdefault(MASK, StageStats())
-        stats.seconds = time.perf_counter() - getattr(self, "_mask_sent", time.perf_counter())
+        stats.seconds = time.perf_counter() - self._mask_sent
         contents = []
         sent = _destinations(self._mask_messages)
         for reply in replies:
@@ -435,7 +417,7 @@ class SecAggPlus(StrategyWrapper):
             mean, weights = decode(total[:-1], self._plan, count), float(count)
         else:
             mean, weights = self._encoding.decode(total, count)
-        arrays = _unflat(self._reference + mean, self._layout)
+        arrays = unflatten(self._reference + mean, self._like)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         sizes = [
             as_float(c[METRICS][self.weighted_by_key])

@@ -173,7 +173,7 @@ def test_randomized_round_is_unbiased_and_coupled_sensitivity_holds() -> None:
 
 
 def test_plan_meets_the_target_and_needs_less_noise_with_more_honest_clients() -> None:
-    plans = {h: plan_ddg(honest=h, **MNIST) for h in (5, 8, 10)}  # type: ignore[arg-type]
+    plans = {h: plan_ddg(honest=h, **MNIST) for h in (5, 8, 10)}
     for h, plan in plans.items():
         spent = ddg_epsilon([plan.step(sample_rate=0.085, rounds=527)], 1e-5)
         assert 2.97 <= spent <= 3.0
@@ -192,7 +192,7 @@ def test_plan_meets_the_target_and_needs_less_noise_with_more_honest_clients() -
 
 def test_plan_refuses_too_few_bits_and_bad_records() -> None:
     with pytest.raises(ValueError, match="bits = 16 are too few"):
-        plan_ddg(honest=5, **{**MNIST, "bits": 16})  # type: ignore[arg-type]
+        plan_ddg(honest=5, **{**MNIST, "bits": 16})
     with pytest.raises(ValueError, match="lacks 'ddg-sigma'"):
         DdgPlan.from_record({"ddg-gamma": 1.0})
 
