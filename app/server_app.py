@@ -47,6 +47,7 @@ from app.records import (
 )
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
+from data.threat_csv import MISSING_CATEGORY
 from flwr_privacy.dp import planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.records import as_int
@@ -101,7 +102,8 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
         log(ERROR, "run_server: run failed, results in %s: %s", recorder.path, e)
         raise
     except BaseException as e:
-        recorder.finish("failed", error=f"{type(e).__name__}: {e}")
+        path = recorder.finish("failed", error=f"{type(e).__name__}: {e}")
+        log(ERROR, "run_server: run failed, results in %s: %s: %s", path, type(e).__name__, e)
         raise
     path = recorder.finish(status)
     final = recorder.data["final"]
@@ -124,6 +126,9 @@ def _train(
 ) -> None:
     nodes = _wait_for_nodes(grid, cfg.min_clients)
     _check_capacity(task, nodes)
+    if dataset := task.describe():
+        recorder.data["dataset"] = dataset
+        log(INFO, "_train: dataset %s", dataset_summary(dataset))
     client_config = ConfigRecord(cfg.client_config())
     sizes, partitions, declared, moments = describe_nodes(grid, client_config)
     cfg.dp.check_clients(sizes)
@@ -321,6 +326,23 @@ def _check_capacity(task: Task, num_nodes: int) -> None:
             f"{num_nodes} clients (the federation's num-supernodes) is too many for "
             f"task '{task.name}' with {n} training samples; allowed: at most {n // 2} clients"
         )
+
+
+def dataset_summary(dataset: dict[str, Any]) -> str:
+    """One log line of ``Task.describe()``: rows, features and classes with training counts."""
+    rows, classes = dataset["rows"], dataset.get("classes", {})
+    parts = [f"{dataset.get('source', 'data')}: {rows['train']} training / {rows['test']} test "
+             f"records, {dataset['features']} features"]  # fmt: skip
+    if "numeric-columns" in dataset:
+        parts.append(
+            f"({dataset['numeric-columns']} numeric, {len(dataset['log1p-columns'])} "
+            f"through log1p, {len(dataset['text-columns'])} text columns one-hot)"
+        )
+    for column, entry in dataset.get("imputed", {}).items():
+        fill = f"{entry['median']:g}" if "median" in entry else f"'{MISSING_CATEGORY}'"
+        parts.append(f"{entry['cells']} bad cells of {column!r} filled with {fill}")
+    counts = ", ".join(f"{name} {c['train']}" for name, c in classes.items())
+    return " ".join(parts) + f"; {len(classes)} classes (training records): {counts}"
 
 
 def describe_nodes(
