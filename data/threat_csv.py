@@ -45,7 +45,7 @@ class BadCellsError(ValueError):
 
 
 def read_csv(path: str | Path, label_column: str) -> pd.DataFrame:
-    """A CSV with a header row that contains ``label_column``; blank text cells become NaN."""
+    """A CSV with a header row that contains ``label_column``; empty cells read as NaN."""
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"threat-log CSV not found: {path}")
@@ -58,10 +58,6 @@ def read_csv(path: str | Path, label_column: str) -> pd.DataFrame:
         )
     if len(frame) == 0:
         raise ValueError(f"{path}: no records")
-    for c in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[c]):
-            text = frame[c].astype("string").str.strip()
-            frame[c] = text.where(text != "").astype(object).where(text.notna(), np.nan)
     return frame
 
 
@@ -74,6 +70,13 @@ def _numbers(column: pd.Series) -> pd.Series:
     else:
         values = pd.to_numeric(column, errors="coerce").astype(np.float64)
     return values.where(np.isfinite(values))
+
+
+def _codes(column: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """Index of each cell's value in ``categories``; -1 for a value not among them."""
+    import pandas as pd
+
+    return np.asarray(pd.Categorical(column, categories=list(categories)).codes, np.int64)
 
 
 def _label_order(values: list[str]) -> list[str]:
@@ -158,22 +161,20 @@ class CsvEncoding:
         for c, categories in self.text.items():
             column = frame[c].fillna(MISSING_CATEGORY).astype(str)
             bad[c] = int((column == MISSING_CATEGORY).sum())
-            index = {v: i for i, v in enumerate(categories)}
-            codes = column.map(index)
+            codes = _codes(column, categories)
             onehot = np.zeros((len(frame), len(categories)))
-            known = codes.notna().to_numpy()
-            onehot[np.flatnonzero(known), codes[known].astype(int).to_numpy()] = 1.0
+            known = codes >= 0  # a value never seen in training: all zeros
+            onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
         bad = {c: n for c, n in bad.items() if n}
         if self.missing == "error" and bad:
             raise BadCellsError(_bad_cells_message(source, bad, len(frame)))
-        labels = frame[self.label_column]
-        unseen = sorted(set(labels) - set(self.classes))
-        if unseen:
+        labels = _codes(frame[self.label_column], self.classes)
+        if (labels < 0).any():
+            unseen = sorted(set(frame[self.label_column][labels < 0]))
             raise ValueError(f"{source}: labels {unseen} never occur in the training file")
-        index = {c: i for i, c in enumerate(self.classes)}
         x = np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
-        return x.astype(np.float32), labels.map(index).to_numpy(np.int64)
+        return x.astype(np.float32), labels
 
     def describe(self) -> dict[str, Any]:
         """What the file became, for logs and results.json (no record values)."""
