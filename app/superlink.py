@@ -12,7 +12,7 @@ name), and gives scripts an exit code for a run's outcome, since
     python -m app.superlink status
     python -m app.superlink stop [--port P | --pid N]
     python -m app.superlink wait <run-id>      # exit 0: finished:completed, 1: not
-    python -m app.superlink result <results.json or run dir>
+    python -m app.superlink result <results.json or run dir>   # exit 1: failed, 3: running
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_wait = sub.add_parser("wait", help="wait for a run; exit 0 only if it completed")
     p_wait.add_argument("run_id", type=int)
     p_wait.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
-    p_result = sub.add_parser("result", help="a results.json's status; exit 0 unless failed")
+    p_result = sub.add_parser("result", help="a results.json's status; exit 1 failed, 3 running")
     p_result.add_argument("path", type=Path, help="results.json or its run directory")
     args = parser.parse_args(argv)
 
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         status, why = result(args.path)
         print(f"{status}  {why}".rstrip())
-        return 1 if status == "failed" else 0
+        return {"completed": 0, "stopped": 0, "failed": 1}.get(status, 3)  # 3: still running
     return 0
 
 

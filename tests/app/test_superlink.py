@@ -8,6 +8,7 @@ look at other users' SuperLinks, nor at this user's default one.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,31 @@ def test_status_warns_when_another_flwr_home_holds_the_port(
     assert "export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=" in done.stdout
 
 
+@pytest.mark.skipif(
+    os.getuid() != 0 or not Path("/usr/bin/python3").exists(),
+    reason="needs root to listen as another user (nobody) with the system python",
+)
+def test_status_warns_when_another_user_holds_the_port(tmp_path: Path) -> None:
+    # Prepare: user nobody listens on the port this project's flwr would probe
+    port = free_port()
+    listen = f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); " \
+             "s.listen(); print('ready', flush=True); time.sleep(30)"  # fmt: skip
+    other = subprocess.Popen(["/usr/bin/python3", "-c", listen], user=65534, group=65534,
+                             cwd="/", stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "ready\n"
+        env = {**local_flwr_env(tmp_path), "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port)}
+        # Execute
+        done = _command(env, "status")
+    finally:
+        other.kill()
+        other.wait()
+    # Assert
+    assert port_owners(port) == set()
+    assert f"port {port} is held by another user (uid [65534]): flwr run would submit your " \
+           "runs to their SuperLink" in done.stdout  # fmt: skip
+
+
 def test_stop_stops_this_flwr_homes_superlink_and_leaves_the_other(
     link_a: tuple[dict[str, str], SuperLink], tmp_path: Path
 ) -> None:
@@ -120,6 +146,7 @@ def test_wait_refuses_a_port_nobody_listens_on(tmp_path: Path) -> None:
         ("completed", {}, 0, "completed"),
         ("stopped", {"stopped": "budget spent"}, 0, "stopped  budget spent"),
         ("failed", {"error": "NoContributionError: no client"}, 1, "failed  NoContributionError"),
+        ("running", {}, 3, "running"),
     ],
 )
 def test_result_exit_code_follows_results_json(
