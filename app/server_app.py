@@ -71,7 +71,9 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point used by ``flwr run``.
 
     A failed run (invalid config, ``NoContributionError``, any crash) raises out of
-    here after results.json is written, so the ServerApp exits non-zero.
+    here after results.json is written, so the ServerApp exits non-zero and the
+    SuperLink records the run as ``finished:failed`` with the message (``flwr ls``;
+    ``flwr run --stream`` itself still exits 0).
     """
     try:
         run_server(grid, context.run_config, run_id=context.run_id)
