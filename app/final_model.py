@@ -121,8 +121,8 @@ def _decrypt(model: Mapping[str, Any], file: Path, results: Mapping[str, Any], b
 def _data_error(cfg: Mapping[str, Any], e: Exception) -> str:
     own = {k: v for k, v in cfg.items() if k.startswith(f"{cfg['task']}.")}
     return (
-        f"task {cfg['task']!r} cannot load its data ({type(e).__name__}: {e}); its settings: "
-        f"{own}; fix them with --run-config (Python: overrides=...)"
+        f"task {cfg['task']!r} cannot load with these settings: {e} (its settings: {own}); "
+        "fix them with --run-config (Python: overrides=...)"
     )
 
 

@@ -118,7 +118,7 @@ def test_bad_run_or_override_is_refused_with_the_fix(ckks_run, tmp_path: Path) -
         load_final_model(tmp_path / "nowhere")
     with pytest.raises(FinalModelError, match=r"unknown run-config keys \['learning-rate'\]"):
         load_final_model(results, bundle=keys / CLIENT_FILE, overrides={"learning-rate": 0.5})
-    with pytest.raises(FinalModelError, match="breast-cancer loss 'cubic'; allowed"):
+    with pytest.raises(FinalModelError, match="'breast-cancer.loss' = 'cubic' is invalid"):
         load_final_model(results, bundle=keys / CLIENT_FILE,
                          overrides={"breast-cancer.loss": "cubic"})  # fmt: skip
 
