@@ -92,13 +92,15 @@ def _model_section(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     return model
 
 
-def _decrypt(model: Mapping[str, Any], file: Path, results: Mapping[str, Any], bundle: Any):
+def _decrypt(
+    model: Mapping[str, Any], file: Path, results: Mapping[str, Any], bundle: str | Path | None
+) -> dict[str, np.ndarray]:
     per_run = not results["config"].get("he.server-bundle")
     lost = (
         " This run used per-run simulation keys, deleted when it ended, so nobody can decrypt "
-        "it: deal keys first (python -m app.keys generate --backend "
-        f"{model['scheme']} --out keys/) and run with he.server-bundle='keys/server.json' "
-        "he.client-bundle='keys/client.json'."
+        f"it: deal keys first (python -m app.keys generate --backend {model['scheme']} "
+        '--out keys/ with the run\'s he.* parameters; README "Keys") and run with '
+        "he.server-bundle='/abs/keys/server.json' he.client-bundle='/abs/keys/client.json'."
         if per_run
         else ""
     )
@@ -144,8 +146,11 @@ def load_final_model(
     if model_info["encrypted"]:
         arrays = _decrypt(model_info, file, results, bundle)
     else:
-        with np.load(file) as f:
-            arrays = dict(f)
+        try:
+            with np.load(file) as f:
+                arrays = dict(f)
+        except (OSError, ValueError) as e:
+            raise FinalModelError(f"{file}: not a readable saved model ({e}); rerun") from e
     try:
         task = get_task(cfg["task"], cfg)
         model = task.build_model()  # loads the task's data where the model's width depends on it
