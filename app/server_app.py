@@ -149,13 +149,17 @@ def _train(
         log(WARNING, "_train: ATTACK HARNESS ON: %s by partitions %s (experiments only)",
             cfg.attack.type, sorted(bad))  # fmt: skip
     model = task.build_model()
+    standardization = None
     if isinstance(task, TabularTask):
         assert moments is not None  # every tabular client sends its moments (setup query)
         mean, std = moments.mean_std()
         task.set_standardization(model, mean.tolist(), std.tolist())
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
+        standardization = (mean.tolist(), std.tolist())
     blind = None if cfg.he.server_keyed else bundle  # a key the server cannot decrypt with
+    initial = ArrayRecord(model.state_dict())
+    recorder.global_model(initial, key=blind, standardization=standardization)
     unit_weights = cfg.dp.mode in UNIT_WEIGHT_MODES
     robust = cfg.robust.robustness(encrypted=blind is not None)
     edge_box, cloud_box = cfg.hierarchy.boxes(robust.box) if edges else (robust.box, None)
@@ -195,7 +199,7 @@ def _train(
         log(INFO, "_train: the server holds ciphertexts only; evaluation is federated")
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=initial,
         num_rounds=cfg.num_server_rounds,
         train_config=client_config,
         evaluate_config=ConfigRecord(dict(client_config)),
