@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.final_model import test_final_model
 from app.simulation import simulate
 from data import synthetic_threats
 from data.threat_csv import BadCellsError
@@ -55,10 +56,13 @@ def test_empty_cells_stop_the_run_before_round_1_naming_each_column(
         assert f"'{column}': {count}" in results["error"]
 
 
-def test_median_imputation_trains_and_records_the_resolved_dataset(
-    logs: Path, tmp_path: Path
-) -> None:
-    results = run(logs, tmp_path, **{"mcsn.missing": "median"})
+@pytest.fixture(scope="module")
+def imputed(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run(logs, tmp_path_factory.mktemp("imputed"), **{"mcsn.missing": "median"})
+
+
+def test_median_imputation_trains_and_records_the_resolved_dataset(imputed: dict) -> None:
+    results = imputed
     assert results["status"] == "completed" and len(results["rounds"]) == 3
     assert results["final"]["accuracy"] > 0.6 and np.isfinite(results["final"]["loss"])
     dataset = results["dataset"]
@@ -68,3 +72,20 @@ def test_median_imputation_trains_and_records_the_resolved_dataset(
     assert list(dataset["classes"]) == sorted(synthetic_threats.CLASSES)
     assert sum(c["train"] for c in dataset["classes"].values()) == 1600
     assert results["config"]["mcsn.labels"] == "auto"
+
+
+def test_the_final_model_tests_on_a_test_file_of_ones_own(
+    logs: Path, imputed: dict, tmp_path: Path
+) -> None:
+    # Prepare: a plaintext CSV run, and a second test file (a slice of the first)
+    results = imputed
+    pd.read_csv(logs / "test.csv")[:100].to_csv(tmp_path / "mine.csv", index=False)
+    # Execute: the run's own test file, then the user's one
+    same = test_final_model(results["run-dir"])
+    mine = test_final_model(
+        results["run-dir"],
+        overrides={"mcsn.data-dir": str(logs), "mcsn.test-file": str(tmp_path / "mine.csv")},
+    )
+    # Assert: the server's final metrics are reproduced; the user's file is what was scored
+    assert same["accuracy"] == pytest.approx(results["final"]["accuracy"], abs=1e-6)
+    assert sum(mine["confusion-matrix"]) == 100 and mine["accuracy"] > 0.5
