@@ -152,6 +152,12 @@ def _train(
     standardization = None
     if isinstance(task, TabularTask):
         assert moments is not None  # every tabular client sends its moments (setup query)
+        width = int(task.describe()["features"])
+        if len(moments.total) != width:
+            raise ConfigError(
+                f"the nodes' training data encode to {len(moments.total)} features, the "
+                f"server's to {width}: {SAME_COLUMNS}"
+            )
         mean, std = moments.mean_std()
         task.set_standardization(model, mean.tolist(), std.tolist())
         client_config[STANDARDIZE_MEAN] = mean.tolist()
@@ -344,11 +350,18 @@ def dataset_summary(dataset: dict[str, Any]) -> str:
             f"({dataset['numeric-columns']} numeric, {len(dataset['log1p-columns'])} "
             f"through log1p, {len(dataset['text-columns'])} text columns one-hot)"
         )
-    for column, entry in dataset.get("imputed", {}).items():
-        fill = f"{entry['median']:g}" if "median" in entry else f"'{MISSING_CATEGORY}'"
-        parts.append(f"{entry['cells']} bad cells of {column!r} filled with {fill}")
+    filled = [
+        f"{e['cells']} in {c!r} with {e['median']:g}" if "median" in e
+        else f"{e['cells']} in {c!r} with '{MISSING_CATEGORY}'"
+        for c, e in dataset.get("imputed", {}).items()
+    ]  # fmt: skip
+    if filled:
+        parts.append("; bad cells filled: " + ", ".join(filled))
     counts = ", ".join(f"{name} {c['train']}" for name, c in classes.items())
-    return " ".join(parts) + f"; {len(classes)} classes (training records): {counts}"
+    return (
+        " ".join(parts).replace(" ;", ";")
+        + f"; {len(classes)} classes (training records): {counts}"
+    )
 
 
 def describe_nodes(
@@ -369,10 +382,12 @@ def describe_nodes(
     sizes: dict[int, int] = {}
     partitions: dict[int, int] = {}
     declared: dict[int, int] = {}
-    parts = []
+    parts: dict[int, Moments] = {}
+    failed: dict[int, str] = {}
     for reply in grid.send_and_receive(messages):
         node = reply.metadata.src_node_id
         if reply.has_error():
+            failed[node] = str(reply.error.reason)
             log(WARNING, "describe_nodes: node %d failed: %s", node, reply.error.reason)
             continue
         metrics = reply.content.metric_records[METRICS]
@@ -382,11 +397,33 @@ def describe_nodes(
             declared[node] = as_int(metrics[EDGE_ID])
         if MOMENTS in reply.content.array_records:
             arrays = reply.content.array_records[MOMENTS]
-            parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
+            parts[node] = Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy())
     if not sizes:
-        raise RuntimeError("describe_nodes: no node answered the setup query")
+        first = next(iter(failed.items()), None)
+        raise RuntimeError(
+            "describe_nodes: no node answered the setup query"
+            + (f"; node {first[0]}: {first[1]}" if first else "")
+        )
     log(INFO, "describe_nodes: %d nodes, %d training examples", len(sizes), sum(sizes.values()))
-    return sizes, partitions, declared, combine(parts) if parts else None
+    return sizes, partitions, declared, combine(_same_width(parts)) if parts else None
+
+
+SAME_COLUMNS = (
+    "every node and the server must read training data with the same columns and, for text "
+    "columns, the same categories (for the threat task's CSVs: the same training file, each "
+    "node taking its partition)"
+)
+
+
+def _same_width(parts: dict[int, Moments]) -> list[Moments]:
+    """Every node must see the same features, or no model fits them all."""
+    widths = {node: len(m.total) for node, m in parts.items()}
+    if len(set(widths.values())) > 1:
+        raise ConfigError(
+            f"the nodes' training data encode to different numbers of features {widths} "
+            f"(node id -> features): {SAME_COLUMNS}"
+        )
+    return list(parts.values())
 
 
 def central_evaluation(task: Task, model: nn.Module) -> EvaluateFn:
