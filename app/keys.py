@@ -3,6 +3,7 @@
     python -m app.keys generate --backend ckks --out keys/
     python -m app.keys inspect keys/server.json
     python -m app.keys decrypt --bundle keys/client.json <run dir>/global-model.he.json --out m.npz
+    python -m app.final_model <run dir> --bundle keys/client.json   # decrypt and test it
 
 ``generate`` writes ``server.json`` (public material only: give it to the
 ServerApp) and ``client.json`` (with the secret key, mode 0600: give it to

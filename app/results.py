@@ -24,7 +24,7 @@ from app.dp_config import DpConfig
 from app.metering import MeteredGrid
 from app.records import PARTITION_ID
 from flwr_privacy.dp import DELTA_KEY, EPSILON_KEY
-from flwr_privacy.he import Payload, is_encrypted, save_payload
+from flwr_privacy.he import KeyBundle, Payload, is_encrypted, save_payload
 from flwr_privacy.records import as_float, as_int
 from flwr_privacy.settings import handles_ciphertext
 from flwr_privacy.strategy.box_plot import FilterReport
@@ -32,7 +32,7 @@ from flwr_privacy.strategy.guard import NoContributionError
 
 # What a DP client released in a round (reply metrics): kept per client, never averaged.
 RELEASE_KEYS = ("dp-noise-multiplier", "dp-sample-rate", "dp-steps", "dp-round-epsilon")
-ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (HE runs)
+ENCRYPTED_MODEL = "global-model.he.json"  # the latest encrypted global model (server-blind HE)
 PLAIN_MODEL = "global-model.npz"  # the latest plaintext global model (other runs)
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -90,6 +90,8 @@ class RunRecorder:
         self.grid = grid
         self.data: dict[str, Any] = {
             "status": "running",
+            "path": str(self.path),  # where to find the run (app.final_model) once it is copied
+            "run-dir": str(run_dir),
             "config": dict(config),
             "setup": {},
             "rounds": [],
@@ -102,7 +104,40 @@ class RunRecorder:
         self._tiers: dict[str, Any] | None = None
         self._secagg: dict[str, Any] | None = None
         self._privacy: dict[str, Any] = {}
+        self._encrypted = False
         self._tick = time.perf_counter()
+        write_json(self.path, self.data)
+
+    def global_model(
+        self,
+        initial: ArrayRecord,
+        *,
+        key: KeyBundle | None = None,
+        standardization: tuple[list[float], list[float]] | None = None,
+    ) -> None:
+        """Record what a key holder needs to load the final model (``app.final_model``).
+
+        ``key``: the server's public bundle when the global model is encrypted
+        (server-blind HE); then no plaintext model is ever written, not even the
+        public initial one. ``standardization``: the federated mean/std the server
+        installed (tabular tasks), so loading the model needs no client data.
+        """
+        self._encrypted = key is not None
+        names = list(initial.keys())
+        self.data["model"] = {
+            "file": ENCRYPTED_MODEL if key is not None else PLAIN_MODEL,
+            "encrypted": key is not None,
+            "scheme": None if key is None else key.backend,
+            "key-fingerprint": None if key is None else key.fingerprint,
+            "layout": {
+                "names": names,
+                "shapes": [list(initial[n].shape) for n in names],
+                "dtypes": [str(initial[n].dtype) for n in names],
+            },
+            "standardization": None
+            if standardization is None
+            else {"mean": list(standardization[0]), "std": list(standardization[1])},
+        }
         write_json(self.path, self.data)
 
     def metrics_aggr(self, phase: str, fn: MetricsAggrFn) -> MetricsAggrFn:
@@ -234,13 +269,14 @@ class RunRecorder:
         """Wrap centralized evaluation; each call closes a round (0 = before training).
 
         Without ``central`` it only saves the global model, encrypted or not, so
-        encrypted strategies accept it (``handles_ciphertext``).
+        encrypted strategies accept it (``handles_ciphertext``). An encrypted run
+        saves only ciphertexts: its plaintext round-0 model is skipped.
         """
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if is_encrypted(arrays):  # keep the encrypted global model for key holders
                 save_payload(Payload.from_arrays(arrays), self.run_dir / ENCRYPTED_MODEL)
-            else:
+            elif not self._encrypted:
                 save_arrays(arrays, self.run_dir / PLAIN_MODEL)
             metrics = central(server_round, arrays) if central is not None else None
             self._close_round(server_round, _plain(metrics))

@@ -47,6 +47,7 @@ from app.records import (
 )
 from app.results import EvaluateFn, RunRecorder, new_run_dir
 from data.preprocess import Moments, combine
+from data.threat_csv import MISSING_CATEGORY
 from flwr_privacy.dp import planned_noise
 from flwr_privacy.he import KeyBundle, keygen, load_bundle
 from flwr_privacy.records import as_int
@@ -70,7 +71,9 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point used by ``flwr run``.
 
     A failed run (invalid config, ``NoContributionError``, any crash) raises out of
-    here after results.json is written, so the ServerApp exits non-zero.
+    here after results.json is written, so the ServerApp exits non-zero and the
+    SuperLink records the run as ``finished:failed`` with the message (``flwr ls``;
+    ``flwr run --stream`` itself still exits 0).
     """
     try:
         run_server(grid, context.run_config, run_id=context.run_id)
@@ -101,7 +104,8 @@ def run_server(grid: Grid, run_config: dict[str, Any], *, run_id: int = 0) -> Pa
         log(ERROR, "run_server: run failed, results in %s: %s", recorder.path, e)
         raise
     except BaseException as e:
-        recorder.finish("failed", error=f"{type(e).__name__}: {e}")
+        path = recorder.finish("failed", error=f"{type(e).__name__}: {e}")
+        log(ERROR, "run_server: run failed, results in %s: %s: %s", path, type(e).__name__, e)
         raise
     path = recorder.finish(status)
     final = recorder.data["final"]
@@ -124,6 +128,9 @@ def _train(
 ) -> None:
     nodes = _wait_for_nodes(grid, cfg.min_clients)
     _check_capacity(task, nodes)
+    if dataset := task.describe():
+        recorder.data["dataset"] = dataset
+        log(INFO, "_train: dataset %s", dataset_summary(dataset))
     client_config = ConfigRecord(cfg.client_config())
     sizes, partitions, declared, moments = describe_nodes(grid, client_config)
     cfg.dp.check_clients(sizes)
@@ -142,13 +149,23 @@ def _train(
         log(WARNING, "_train: ATTACK HARNESS ON: %s by partitions %s (experiments only)",
             cfg.attack.type, sorted(bad))  # fmt: skip
     model = task.build_model()
+    standardization = None
     if isinstance(task, TabularTask):
         assert moments is not None  # every tabular client sends its moments (setup query)
+        width = int(task.describe()["features"])
+        if len(moments.total) != width:
+            raise ConfigError(
+                f"the nodes' training data encode to {len(moments.total)} features, the "
+                f"server's to {width}: {SAME_COLUMNS}"
+            )
         mean, std = moments.mean_std()
         task.set_standardization(model, mean.tolist(), std.tolist())
         client_config[STANDARDIZE_MEAN] = mean.tolist()
         client_config[STANDARDIZE_STD] = std.tolist()
+        standardization = (mean.tolist(), std.tolist())
     blind = None if cfg.he.server_keyed else bundle  # a key the server cannot decrypt with
+    initial = ArrayRecord(model.state_dict())
+    recorder.global_model(initial, key=blind, standardization=standardization)
     unit_weights = cfg.dp.mode in UNIT_WEIGHT_MODES
     robust = cfg.robust.robustness(encrypted=blind is not None)
     edge_box, cloud_box = cfg.hierarchy.boxes(robust.box) if edges else (robust.box, None)
@@ -188,7 +205,7 @@ def _train(
         log(INFO, "_train: the server holds ciphertexts only; evaluation is federated")
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=initial,
         num_rounds=cfg.num_server_rounds,
         train_config=client_config,
         evaluate_config=ConfigRecord(dict(client_config)),
@@ -323,6 +340,30 @@ def _check_capacity(task: Task, num_nodes: int) -> None:
         )
 
 
+def dataset_summary(dataset: dict[str, Any]) -> str:
+    """One log line of ``Task.describe()``: rows, features and classes with training counts."""
+    rows, classes = dataset["rows"], dataset.get("classes", {})
+    parts = [f"{dataset.get('source', 'data')}: {rows['train']} training / {rows['test']} test "
+             f"records, {dataset['features']} features"]  # fmt: skip
+    if "numeric-columns" in dataset:
+        parts.append(
+            f"({dataset['numeric-columns']} numeric, {len(dataset['log1p-columns'])} "
+            f"through log1p, {len(dataset['text-columns'])} text columns one-hot)"
+        )
+    filled = [
+        f"{e['cells']} in {c!r} with {e['median']:g}" if "median" in e
+        else f"{e['cells']} in {c!r} with '{MISSING_CATEGORY}'"
+        for c, e in dataset.get("imputed", {}).items()
+    ]  # fmt: skip
+    if filled:
+        parts.append("; bad cells filled: " + ", ".join(filled))
+    counts = ", ".join(f"{name} {c['train']}" for name, c in classes.items())
+    return (
+        " ".join(parts).replace(" ;", ";")
+        + f"; {len(classes)} classes (training records): {counts}"
+    )
+
+
 def describe_nodes(
     grid: Grid, config: ConfigRecord
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int], Moments | None]:
@@ -341,10 +382,12 @@ def describe_nodes(
     sizes: dict[int, int] = {}
     partitions: dict[int, int] = {}
     declared: dict[int, int] = {}
-    parts = []
+    parts: dict[int, Moments] = {}
+    failed: dict[int, str] = {}
     for reply in grid.send_and_receive(messages):
         node = reply.metadata.src_node_id
         if reply.has_error():
+            failed[node] = str(reply.error.reason)
             log(WARNING, "describe_nodes: node %d failed: %s", node, reply.error.reason)
             continue
         metrics = reply.content.metric_records[METRICS]
@@ -354,11 +397,33 @@ def describe_nodes(
             declared[node] = as_int(metrics[EDGE_ID])
         if MOMENTS in reply.content.array_records:
             arrays = reply.content.array_records[MOMENTS]
-            parts.append(Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy()))
+            parts[node] = Moments(sizes[node], arrays["total"].numpy(), arrays["total-sq"].numpy())
     if not sizes:
-        raise RuntimeError("describe_nodes: no node answered the setup query")
+        first = next(iter(failed.items()), None)
+        raise RuntimeError(
+            "describe_nodes: no node answered the setup query"
+            + (f"; node {first[0]}: {first[1]}" if first else "")
+        )
     log(INFO, "describe_nodes: %d nodes, %d training examples", len(sizes), sum(sizes.values()))
-    return sizes, partitions, declared, combine(parts) if parts else None
+    return sizes, partitions, declared, combine(_same_width(parts)) if parts else None
+
+
+SAME_COLUMNS = (
+    "every node and the server must read training data with the same columns and, for text "
+    "columns, the same categories (for the threat task's CSVs: the same training file, each "
+    "node taking its partition)"
+)
+
+
+def _same_width(parts: dict[int, Moments]) -> list[Moments]:
+    """Every node must see the same features, or no model fits them all."""
+    widths = {node: len(m.total) for node, m in parts.items()}
+    if len(set(widths.values())) > 1:
+        raise ConfigError(
+            f"the nodes' training data encode to different numbers of features {widths} "
+            f"(node id -> features): {SAME_COLUMNS}"
+        )
+    return list(parts.values())
 
 
 def central_evaluation(task: Task, model: nn.Module) -> EvaluateFn:

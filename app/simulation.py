@@ -45,7 +45,7 @@ def simulate(
     num_cpus_per_client: float = 1.0,
     clients: ClientApp = client_app,
 ) -> dict[str, Any]:
-    """Run one simulated job and return its results.json content (with its path).
+    """Run one simulated job and return its results.json content (it records its own path).
 
     ``clients`` replaces the ClientApp, e.g. one wrapped in extra mods for experiments.
     """
@@ -68,6 +68,4 @@ def simulate(
     )
     if "path" not in out:
         raise RuntimeError("the simulated run failed before writing results; see the log above")
-    results = json.loads(out["path"].read_text())
-    results["path"] = str(out["path"])
-    return results
+    return json.loads(out["path"].read_text())  # records its own "path" and "run-dir"

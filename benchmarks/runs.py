@@ -19,18 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from app.config import AppConfig
+from app.final_model import load_final_model, test_final_model
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
-from app.results import ENCRYPTED_MODEL, PLAIN_MODEL, environment
+from app.results import environment
 from app.simulation import resolve_run_config, simulate
-from data.partition import PartitionSpec
-from data.preprocess import combine
-from flwr_privacy.he import decrypt_arrays, load_bundle, load_payload
-from tasks import Task, get_task
-from tasks.tabular import TabularTask
+from tasks import Task
 
 
 def with_dealt_keys(overrides: dict[str, Any], keys_dir: Path) -> dict[str, Any]:
@@ -45,42 +41,24 @@ def with_dealt_keys(overrides: dict[str, Any], keys_dir: Path) -> dict[str, Any]
 
 
 def final_model(
-    results: dict, clients: int, keys_dir: Path | None = None
+    results: dict, clients: int | None = None, keys_dir: Path | None = None
 ) -> tuple[Task, nn.Module]:
     """A run's final global model, decrypted as a key holder (``keys_dir``) if it is encrypted.
 
-    Tabular models get the same federated standardization the clients used.
+    ``app.final_model.load_final_model`` with the dealt client bundle; ``clients`` is
+    unused (results.json records the federated standardization the server installed).
     """
-    cfg = results["config"]
-    task = get_task(cfg["task"], cfg)
-    run_dir = Path(results["path"]).parent
-    if keys_dir is None:
-        with np.load(run_dir / PLAIN_MODEL) as f:
-            arrays = dict(f)
-    else:
-        arrays = decrypt_arrays(
-            load_payload(run_dir / ENCRYPTED_MODEL),
-            bundle=load_bundle(keys_dir / CLIENT_FILE, expect_private=True),
-        )
-    model = task.build_model()
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
-    if isinstance(task, TabularTask):
-        spec = PartitionSpec(
-            cfg["partitioner"], cfg["dirichlet-alpha"], cfg["seed"], cfg["val-fraction"]
-        )
-        parts = [task.load_partition(i, clients, spec).train for i in range(clients)]
-        task.set_standardization(
-            model, *combine([task.feature_moments(p) for p in parts]).mean_std()
-        )
-    return task, model
+    return load_final_model(results, bundle=None if keys_dir is None else keys_dir / CLIENT_FILE)
 
 
 def test_metrics_of_encrypted_model(
-    results: dict, keys_dir: Path, clients: int
+    results: dict, keys_dir: Path, clients: int | None = None
 ) -> dict[str, float]:
     """Decrypt the run's final global model as a key holder and evaluate it on the test set."""
-    task, model = final_model(results, clients, keys_dir)
-    return task.evaluate(model, task.load_test())
+    return test_final_model(results, bundle=keys_dir / CLIENT_FILE)
+
+
+test_metrics_of_encrypted_model.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 @contextmanager

@@ -29,8 +29,10 @@ from flwr.app import ArrayRecord
 
 from flwr_privacy.he import (
     BACKENDS,
+    BundleError,
     KeyBundle,
     Payload,
+    PayloadError,
     decrypt_arrays,
     is_encrypted,
     keygen,
@@ -151,7 +153,16 @@ def build_parser(prog: str = "python -m flwr_privacy.keys") -> argparse.Argument
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m flwr_privacy.keys") -> int:
+    """Run the CLI; a refused bundle, parameter or payload exits 2 with its reason, no traceback."""
     args = build_parser(prog).parse_args(argv)
+    try:
+        return _run(args)
+    except (BundleError, PayloadError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         server = generate(args.backend, args.out, _params(args))
         sys.stdout.write(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,24 @@ class ArrayTask(Task):
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.load_arrays()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the classes ``0 .. num_classes-1`` (their indices unless a task names them)."""
+        return tuple(str(i) for i in range(self.num_classes))
+
+    def describe(self) -> dict[str, Any]:
+        x, y, xt, yt = self._arrays
+        train, test = (np.bincount(np.asarray(v, np.int64).ravel(), minlength=self.num_classes)
+                       for v in (y, yt))  # fmt: skip
+        return {
+            "rows": {"train": len(y), "test": len(yt)},
+            "features": int(np.prod(x.shape[1:])),
+            "classes": {
+                name: {"train": int(a), "test": int(b)}
+                for name, a, b in zip(self.class_names, train, test, strict=False)
+            },
+        }
 
     def num_train_samples(self) -> int:
         return len(self._arrays[1])

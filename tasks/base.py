@@ -79,6 +79,14 @@ class Task(ABC):
         """Plain local SGD; the DP layer (``flwr_privacy.dp``) trains with ``loss_fn`` instead."""
         return fit(model, data, self.loss_fn(data), settings)
 
+    def describe(self) -> dict[str, Any]:
+        """The data as loaded (rows, features, classes with counts) for logs and results.json.
+
+        Only counts and encoding choices, never record values; the server logs it
+        and records it as ``dataset``.
+        """
+        return {}
+
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, Any]:
         """Metrics by name: floats, and lists of numbers where a metric is a table."""

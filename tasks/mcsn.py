@@ -29,7 +29,7 @@ from tasks.tabular import Standardize, TabularTask
 from tasks.training import LossFn, predict
 
 DATASETS = ("synthetic", "nsl-kdd", "csv")
-LABELS = ("5-way", "binary")
+LABELS = ("auto", "5-way", "binary")
 CLASS_WEIGHTS = ("inverse", "sqrt-inverse", "none")
 MAX_CLASS_WEIGHT = 100.0
 SYNTHETIC_TEST_SEED = 1_000_003  # the synthetic test set never overlaps the training seed
@@ -57,10 +57,12 @@ class McsnOptions:
     train_file: str = "train.csv"
     test_file: str = "test.csv"
     label_column: str = "label"
-    labels: str = "5-way"
+    labels: str = "auto"
     hidden: tuple[int, ...] = (128, 64)
     class_weights: str = "inverse"
     synthetic_records: int = 20_000
+    missing: str = "error"
+    log1p: str = "auto"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> McsnOptions:
@@ -80,6 +82,8 @@ class McsnOptions:
             hidden=_int_list("mcsn.hidden", get("hidden", ",".join(map(str, d.hidden)))),
             class_weights=get("class-weights", d.class_weights, CLASS_WEIGHTS),
             synthetic_records=get("synthetic-records", d.synthetic_records),
+            missing=get("missing", d.missing, threat_csv.MISSING),
+            log1p=get("log1p", d.log1p),
         )
         if opts.synthetic_records < 20:
             raise ValueError("run-config key 'mcsn.synthetic-records' must be >= 20")
@@ -87,6 +91,12 @@ class McsnOptions:
             raise ValueError(
                 f"run-config key 'mcsn.data-dir' is empty but mcsn.dataset = {opts.dataset!r} "
                 "reads files from it (SuperNodes may override it with node config 'mcsn.data-dir')"
+            )
+        if opts.dataset == "csv" and opts.labels != "auto":
+            raise ValueError(
+                f"run-config key 'mcsn.labels' = {opts.labels!r} applies to mcsn.dataset = "
+                "'nsl-kdd' only; a CSV's classes are the values of its label column (allowed: "
+                "auto). For binary labels write a column with two values"
             )
         return opts
 
@@ -146,8 +156,11 @@ def threat_metrics(
     }
     for i, name in enumerate(classes):
         slug = name.replace(" ", "-")
-        out |= {f"precision-{slug}": float(precision[i]), f"recall-{slug}": float(recall[i]),
-                f"f1-{slug}": float(f1[i])}  # fmt: skip
+        out |= {
+            f"precision-{slug}": float(precision[i]),
+            f"recall-{slug}": float(recall[i]),
+            f"f1-{slug}": float(f1[i]),
+        }
     out["confusion-matrix"] = [int(v) for v in confusion(labels, pred, len(classes)).ravel()]
     return out
 
@@ -180,18 +193,26 @@ class Mcsn(TabularTask):
         return cls(McsnOptions.from_config(cfg))
 
     @cached_property
-    def _loaded(self) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+    def _loaded(self) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], dict[str, Any]]:
+        """Arrays, class names and what the source files became (for ``describe``)."""
         o = self.options
         if o.dataset == "synthetic":
             x, y = synthetic_threats.generate(o.synthetic_records, seed=0)
             xt, yt = synthetic_threats.generate(o.synthetic_records // 4, SYNTHETIC_TEST_SEED)
-            return (x, y, xt, yt), synthetic_threats.CLASSES
+            return (x, y, xt, yt), synthetic_threats.CLASSES, {"source": "synthetic"}
         root = Path(o.data_dir).expanduser()
         if o.dataset == "nsl-kdd":
-            classes = nsl_kdd.CLASSES_5 if o.labels == "5-way" else nsl_kdd.CLASSES_2
-            return nsl_kdd.load(root, classes), classes
-        *arrays, classes = threat_csv.load(root / o.train_file, root / o.test_file, o.label_column)
-        return tuple(arrays), classes
+            classes = nsl_kdd.CLASSES_2 if o.labels == "binary" else nsl_kdd.CLASSES_5
+            files = [str(root / nsl_kdd.TRAIN_FILE), str(root / nsl_kdd.TEST_FILE)]
+            labels = "binary" if len(classes) == 2 else "5-way"
+            source = {"source": "nsl-kdd", "labels": labels, "files": files}
+            return nsl_kdd.load(root, classes), classes, source
+        train, test = root / o.train_file, root / o.test_file
+        *arrays, encoding = threat_csv.load(
+            train, test, o.label_column, missing=o.missing, log1p=o.log1p
+        )
+        source = {"source": "csv", "files": [str(train), str(test)], **encoding.describe()}
+        return tuple(arrays), encoding.classes, source
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x, y, xt, yt = self._loaded[0]
@@ -200,6 +221,13 @@ class Mcsn(TabularTask):
     @property
     def classes(self) -> tuple[str, ...]:
         return self._loaded[1]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes
+
+    def describe(self) -> dict[str, Any]:
+        return self._loaded[2] | super().describe()
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]

@@ -47,7 +47,7 @@ class NoContributionError(RuntimeError):
         last = self.reasons[self.rounds[-1]] if self.rounds else {}
         why = "; ".join(f"node {n}: {reason}" for n, reason in sorted(last.items()))
         super().__init__(
-            f"no client contributed in rounds {self.rounds} {limit} empty rounds in a row "
+            f"no client contributed in rounds {self.rounds} ({limit} empty rounds in a row "
             f"end the run); round {self.rounds[-1] if self.rounds else '-'}: "
             f"{why or 'no node was sampled'}. Fix the cause the nodes report (their "
             "ClientApp logs hold the tracebacks) and start the run again"

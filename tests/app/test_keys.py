@@ -33,3 +33,16 @@ def test_server_refuses_a_client_bundle(tmp_path: Path) -> None:
     main(["generate", "--backend", "ckks", "--out", str(tmp_path)])
     with pytest.raises(BundleError, match="server must get the server bundle only"):
         load_bundle(tmp_path / CLIENT_FILE, expect_private=False)
+
+
+def test_cli_refuses_bad_parameters_with_the_reason_not_a_traceback(
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
+) -> None:
+    # Execute: evaluation keys need two multiplicative levels, the default moduli give one
+    code = main(["generate", "--backend", "ckks", "--eval-keys", "--out", str(tmp_path)])
+    # Assert
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: eval-keys needs 2 multiplicative levels") and "60,40,40,60" in err
+    assert not (tmp_path / SERVER_FILE).exists()

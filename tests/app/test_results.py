@@ -4,12 +4,16 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
-from flwr.app import ArrayRecord, MessageType, MetricRecord
+from flwr.app import Array, ArrayRecord, MessageType, MetricRecord
 
+from app.final_model import test_final_model
 from app.metering import MeteredGrid
-from app.results import RunRecorder, new_run_dir, run_title
+from app.results import ENCRYPTED_MODEL, PLAIN_MODEL, RunRecorder, new_run_dir, run_title
 from app.simulation import simulate
+from flwr_privacy.he import Payload, keygen, load_payload
+from flwr_privacy.he.payload import Header, Layout
 from flwr_privacy.strategy.guard import NoContributionError
 from tests.clients import clients_with
 
@@ -107,3 +111,52 @@ def test_a_run_no_client_contributes_to_fails_with_each_nodes_reason(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("run failed" in e and "crashed on purpose" in e for e in errors)
     assert "'standardize-mean': [30 floats]" in caplog.text
+
+
+def test_plaintext_run_records_its_model_and_the_loader_matches_the_server(
+    tmp_path: Path,
+) -> None:
+    # Execute: a real run (breast cancer, 3 clients), then its final model loaded without key
+    results = simulate({"num-server-rounds": 2, "output-dir": str(tmp_path)}, num_supernodes=3)
+    run_dir = Path(results["run-dir"])
+    metrics = test_final_model(run_dir)
+    # Assert: the plaintext model file and what results.json says about it
+    assert (run_dir / PLAIN_MODEL).is_file() and not (run_dir / ENCRYPTED_MODEL).exists()
+    assert results["path"] == str(run_dir / "results.json")
+    model = results["model"]
+    assert model["file"] == PLAIN_MODEL and model["encrypted"] is False
+    assert model["scheme"] is None and model["key-fingerprint"] is None
+    assert model["layout"]["shapes"] == [[1, 30], [1]]
+    assert len(model["standardization"]["mean"]) == len(model["standardization"]["std"]) == 30
+    # Assert: loaded as app.final_model does, it scores what the server scored in the last round
+    server = results["rounds"][-1]["server"]
+    assert server == results["final"]
+    for key, value in server.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_an_encrypted_run_never_writes_a_plaintext_model(tmp_path: Path) -> None:
+    # Prepare: a recorder told the global model is encrypted under a (public) CKKS key
+    key = keygen("ckks").public_only()
+    recorder = RunRecorder(new_run_dir(tmp_path, run_id=3), {"task": "breast-cancer"},
+                           MeteredGrid(inner=None))  # type: ignore[arg-type]  # fmt: skip
+    initial = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32))})
+    recorder.global_model(initial, key=key)
+    evaluate = recorder.evaluate_fn(None)
+    layout = Layout(names=("w",), shapes=((2, 3),), dtypes=("float32",))
+    header = Header(scheme="ckks", params=key.params, fingerprint=key.fingerprint, layout=layout)
+    # Execute: round 0 gets the public initial model in plaintext, round 1 ciphertexts
+    evaluate(0, initial)
+    after_setup = sorted(p.name for p in recorder.run_dir.iterdir())
+    evaluate(1, Payload(header=header, chunks=(b"ciphertext",)).to_arrays())
+    # Assert
+    assert after_setup == ["results.json"]
+    assert sorted(p.name for p in recorder.run_dir.iterdir()) == [ENCRYPTED_MODEL, "results.json"]
+    on_disk = json.loads(recorder.path.read_text())
+    assert on_disk["model"] == {
+        "file": ENCRYPTED_MODEL, "encrypted": True, "scheme": "ckks",
+        "key-fingerprint": key.fingerprint,
+        "layout": {"names": ["w"], "shapes": [[2, 3]], "dtypes": ["float32"]},
+        "standardization": None,
+    }  # fmt: skip
+    assert load_payload(recorder.run_dir / ENCRYPTED_MODEL).header == header

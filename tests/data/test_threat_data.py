@@ -63,10 +63,10 @@ def test_csv_loader_encodes_and_names_its_errors(tmp_path: Path) -> None:
     test = pd.DataFrame({"bytes": [4.0], "proto": ["sctp"], "kind": ["worm"]})
     train.to_csv(tmp_path / "train.csv", index=False)
     test.to_csv(tmp_path / "test.csv", index=False)
-    x_train, y_train, x_test, y_test, classes = threat_csv.load(
-        tmp_path / "train.csv", tmp_path / "test.csv", label_column="kind"
+    x_train, y_train, x_test, y_test, encoding = threat_csv.load(
+        tmp_path / "train.csv", tmp_path / "test.csv", label_column="kind", log1p="none"
     )
-    assert classes == ("benign", "worm") and y_train.tolist() == [0, 1, 0]
+    assert encoding.classes == ("benign", "worm") and y_train.tolist() == [0, 1, 0]
     assert x_train.shape == (3, 3) and x_test.tolist() == [[4.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match="no label column 'label'"):
         threat_csv.load(tmp_path / "train.csv", tmp_path / "test.csv")

@@ -22,9 +22,13 @@ def test_options_parse_and_name_bad_keys() -> None:
     assert opts.dataset == "synthetic"  # defaults for missing keys
     for bad, key in [({"mcsn.hidden": "1,2,3,4,5"}, "mcsn.hidden"),
                      ({"mcsn.class-weights": 1}, "mcsn.class-weights"),
-                     ({"mcsn.synthetic-records": 5}, "mcsn.synthetic-records")]:  # fmt: skip
+                     ({"mcsn.synthetic-records": 5}, "mcsn.synthetic-records"),
+                     ({"mcsn.missing": "drop"}, "mcsn.missing"),
+                     ({"mcsn.dataset": "csv", "mcsn.data-dir": "d", "mcsn.labels": "binary"},
+                      "mcsn.labels")]:  # fmt: skip
         with pytest.raises(ValueError, match=key):
             McsnOptions.from_config(bad)
+    assert McsnOptions().labels == "auto" and McsnOptions().missing == "error"
 
 
 def test_dnn_shape_follows_hidden_sizes() -> None:
