@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import own_csv
-from data import nsl_kdd, synthetic_flows
+from data import nsl_kdd, synthetic_flows, threat_csv
 
 
 def test_nsl_kdd_frame_has_raw_features_and_5_way_category_labels() -> None:
@@ -68,3 +69,19 @@ def test_centralized_trains_on_the_clients_training_splits_and_caches(tmp_path: 
         r["test"]["accuracy"] for r in result["tried"]
     ]
     assert again["lr"] == result["lr"]
+
+
+def test_written_flows_through_the_csv_loader_refuse_or_impute_empty_cells(tmp_path: Path) -> None:
+    own_csv.write_flows(tmp_path, rows=3000, seed=0)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    with pytest.raises(threat_csv.BadCellsError) as err:
+        threat_csv.load(train, test)
+    for col in synthetic_flows.MISSING:
+        assert f"'{col}'" in str(err.value)
+    x, y, xt, yt, encoding = threat_csv.load(train, test, missing="median")
+    assert np.isfinite(x).all() and np.isfinite(xt).all()
+    assert x.shape[1] == xt.shape[1] == encoding.describe()["features"]
+    assert set(encoding.classes) <= set(synthetic_flows.CLASSES) and len(encoding.classes) >= 9
+    assert {"sbytes", "dbytes", "sload"} <= set(encoding.log1p)
+    assert not {"srv_rate", "serror_rate", "is_ftp_login"} & set(encoding.log1p)  # within [0, 1]
+    assert np.abs(x).max() < 100  # log1p tamed counters up to ~1e9
