@@ -3,8 +3,9 @@
 Not real data: a documented, seeded stand-in for a real intrusion set (modelled
 on the shape of UNSW-NB15's testing file, which this project does not ship) so
 that the CSV path and its recipe can be measured offline on data as awkward as
-real logs. 42 numeric columns (byte and packet counters up to ~5e9 from
-lognormal x Pareto draws, durations, loads, TCP sequence numbers, counters,
+real logs. 42 numeric columns (byte counters up to ~1e9 at 50,000 records, capped
+at 5e9, from lognormal x Pareto draws; loads up to ~1e12; durations, TCP sequence
+numbers up to 4.3e9, counters,
 rates in [0, 1], flags) and 3 text columns (``proto`` 24, ``service`` 13,
 ``state`` 9 categories). Each record first draws its class, then a *behaviour*
 from the class's mixture; the behaviour fixes the protocol/service/state
