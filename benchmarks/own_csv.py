@@ -264,8 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra run-config key, e.g. mcsn.log1p=auto (repeatable)",
     )
     cmp.add_argument("--federated-only", action="store_true", help="no centralized baseline")
-    cmp.add_argument("--central-cache", type=Path, default=None,
-                     help="folder reusing centralized results across sweeps")  # fmt: skip
+    cmp.add_argument(
+        "--central-cache",
+        type=Path,
+        default=None,
+        help="folder reusing centralized results across sweeps (keyed by the settings and "
+        "the data folder's path, not its contents: clear it after rewriting the files)",
+    )
     cmp.add_argument("--out", type=Path, default=None)
     return parser
 
