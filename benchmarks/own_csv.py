@@ -3,8 +3,8 @@
 Usage:
   python -m benchmarks.own_csv write-nsl-kdd --out DIR [--nsl-kdd-dir ../shared/data/nsl-kdd]
   python -m benchmarks.own_csv write-flows --out DIR [--rows 50000 --seed 0]
-  python -m benchmarks.own_csv compare --data-dir DIR [--rounds 20 --local-epochs 1 --lr 0.05
-         --batch-size 64 --class-weights inverse --clients 10 --seed 0 --set KEY=VALUE ...]
+  python -m benchmarks.own_csv compare --data-dir DIR [--rounds 20 --local-epochs 2 --lr 0.05
+         --batch-size 64 --class-weights auto --clients 10 --seed 0 --set KEY=VALUE ...]
 
 ``write-nsl-kdd`` writes the shipped NSL-KDD files as a user's CSVs: a header
 row, raw values (no ``log1p``), ``label`` = the 5-way category, no difficulty.
@@ -242,11 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--dataset", default="csv", choices=["csv", "nsl-kdd"],
                      help="nsl-kdd: the dedicated loader on the publisher's files")  # fmt: skip
     cmp.add_argument("--rounds", type=int, default=20)
-    cmp.add_argument("--local-epochs", type=int, default=1)
+    cmp.add_argument("--local-epochs", type=int, default=2)
     cmp.add_argument("--lr", type=float, default=0.05)
     cmp.add_argument("--batch-size", type=int, default=64)
-    cmp.add_argument("--class-weights", default="inverse",
-                     choices=["inverse", "sqrt-inverse", "none"])  # fmt: skip
+    cmp.add_argument("--class-weights", default="auto",
+                     choices=["auto", "inverse", "sqrt-inverse", "none"])  # fmt: skip
     cmp.add_argument("--clients", type=int, default=10)
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument(

@@ -56,7 +56,8 @@ def test_centralized_trains_on_the_clients_training_splits_and_caches(tmp_path: 
     synthetic_flows.generate(600, 0).fillna(0).to_csv(data / "train.csv", index=False)
     synthetic_flows.generate(200, 1).fillna(0).to_csv(data / "test.csv", index=False)
     args = own_csv.build_parser().parse_args(
-        ["compare", "--data-dir", str(data), "--rounds", "2", "--class-weights", "none"]
+        ["compare", "--data-dir", str(data), "--rounds", "2", "--local-epochs", "1",
+         "--class-weights", "none"]  # fmt: skip
     )
     overrides = own_csv.run_overrides(args)
     result = own_csv.centralized(overrides, 4, [0.05, 0.001], tmp_path / "cache")
