@@ -40,8 +40,22 @@ NUMERIC_SHARE = 0.95  # a column whose cells parse as numbers this often is nume
 MISSING_CATEGORY = "(missing)"
 
 
+FIX = (
+    'Fix the file, or set run-config mcsn.missing = "median" to fill numeric cells with the '
+    "training file's median and give empty text cells their own category"
+)
+
+
 class BadCellsError(ValueError):
     """Empty or unreadable cells under ``missing = "error"``; the message names them all."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{detail}. {FIX}")
+        self.detail = detail
+
+
+class MissingLabelsError(ValueError):
+    """Records without a label: no ``missing`` rule can fill them."""
 
 
 def read_csv(path: str | Path, label_column: str) -> pd.DataFrame:
@@ -214,9 +228,9 @@ def _log1p_columns(rule: str, numbers: dict[str, pd.Series]) -> tuple[str, ...]:
 def _check_labels(labels: pd.Series, label_column: str, source: str) -> None:
     empty = int(labels.isna().sum())
     if empty:
-        raise BadCellsError(
-            f"{source}: {empty} records have no label in column {label_column!r}; "
-            "remove them or fill them in"
+        raise MissingLabelsError(
+            f"{source}: {empty} records have no label in column {label_column!r}; remove them "
+            "or fill them in (mcsn.missing does not apply to labels)"
         )
 
 
@@ -224,9 +238,7 @@ def _bad_cells_message(source: str, bad: dict[str, int], rows: int) -> str:
     listed = ", ".join(f"{c!r}: {n}" for c, n in sorted(bad.items(), key=lambda kv: -kv[1]))
     return (
         f"{source} has empty or unreadable cells (empty, not a number in a numeric column, or "
-        f"infinite) in {len(bad)} columns of {rows} records: {listed}. Fix the file, or set "
-        'run-config mcsn.missing = "median" to fill numeric cells with the training file\'s '
-        "median and give empty text cells their own category"
+        f"infinite) in {len(bad)} columns of {rows} records: {listed}"
     )
 
 
@@ -244,7 +256,7 @@ def load(
         try:
             arrays += encoding.transform(frame, str(path))
         except BadCellsError as e:  # name every bad column of both files at once
-            errors.append(str(e))
+            errors.append(e.detail)
     if errors:
         raise BadCellsError("; and ".join(errors))
     x, y, xt, yt = arrays
