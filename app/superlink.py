@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.deploy.procs import alive, descendants, free_port
+from app.deploy.procs import alive, descendants, free_port, signal_all
 
 PORT_VAR = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"
 DEFAULT_PORT = 39091  # flwr.cli.constant.LOCAL_SUPERLINK_HTTP_API_PORT without the variable
@@ -154,20 +154,12 @@ def stop(
         chosen = [s for s in links if s.home == home]
     for link in chosen:
         pids = [*descendants(link.pid), link.pid]
-        _signal(pids, signal.SIGTERM)
+        signal_all(pids, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        _signal([p for p in pids if alive(p)], signal.SIGKILL)
+        signal_all([p for p in pids if alive(p)], signal.SIGKILL)
     return chosen
-
-
-def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def run_status(run_id: int, env: Mapping[str, str] = os.environ) -> dict[str, object]:

@@ -70,7 +70,10 @@ class BreastCancer(TabularTask):
     name = "breast-cancer"
     metric_names = ("loss", "accuracy", "precision", "recall", "f1")
     num_classes = 2
-    class_names = ("benign", "malignant")  # type: ignore[assignment]  # label 1 is malignant
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return ("benign", "malignant")  # label 1 is malignant
 
     def __init__(
         self, *, loss: str = "exact", test_fraction: float = 0.2, split_seed: int = 42

@@ -158,7 +158,8 @@ def start(
     return Proc(name, popen, log_path, list(argv))
 
 
-def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
+def signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
+    """Send ``sig`` to each pid that is still there (and ours to signal)."""
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -190,14 +191,14 @@ def stop(proc: Proc, *, grace: float = 10.0, crash: bool = False) -> list[int]:
     SuperLink); otherwise SIGTERM, then SIGKILL for whatever is left after ``grace``.
     """
     pids = [*descendants(proc.pid), proc.pid] if proc.alive() else descendants(proc.pid)
-    _signal(pids, signal.SIGKILL if crash else signal.SIGTERM)
+    signal_all(pids, signal.SIGKILL if crash else signal.SIGTERM)
     if proc.alive():
         try:
             proc.popen.wait(grace)
         except subprocess.TimeoutExpired:
             pass
     left = _wait_gone(pids, 0 if crash else grace)
-    _signal(left + descendants(proc.pid), signal.SIGKILL)
+    signal_all(left + descendants(proc.pid), signal.SIGKILL)
     try:
         proc.popen.wait(5)
     except subprocess.TimeoutExpired:

@@ -18,7 +18,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def load(tmp_path: Path, train: str, test: str, **kwargs):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, train: str, test: str, **kwargs: str) -> tuple:
     return threat_csv.load(
         write(tmp_path, "train.csv", train), write(tmp_path, "test.csv", test), **kwargs
     )
