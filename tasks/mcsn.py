@@ -63,6 +63,7 @@ class McsnOptions:
     synthetic_records: int = 20_000
     missing: str = "error"
     log1p: str = "auto"
+    class_names: str = ""
 
     @property
     def weight_rule(self) -> str:
@@ -96,6 +97,7 @@ class McsnOptions:
             synthetic_records=get("synthetic-records", d.synthetic_records),
             missing=get("missing", d.missing, threat_csv.MISSING),
             log1p=get("log1p", d.log1p),
+            class_names=get("class-names", d.class_names),
         )
         if opts.synthetic_records < 20:
             raise ValueError("run-config key 'mcsn.synthetic-records' must be >= 20")
@@ -103,6 +105,11 @@ class McsnOptions:
             raise ValueError(
                 f"run-config key 'mcsn.data-dir' is empty but mcsn.dataset = {opts.dataset!r} "
                 "reads files from it (SuperNodes may override it with node config 'mcsn.data-dir')"
+            )
+        if opts.class_names and opts.dataset != "csv":
+            raise ValueError(
+                "run-config key 'mcsn.class-names' names a CSV's label values; mcsn.dataset = "
+                f"{opts.dataset!r} names its own classes (leave it empty)"
             )
         if opts.dataset == "csv" and opts.labels != "auto":
             raise ValueError(
@@ -224,7 +231,21 @@ class Mcsn(TabularTask):
             train, test, o.label_column, missing=o.missing, log1p=o.log1p
         )
         source = {"source": "csv", "files": [str(train), str(test)], **encoding.describe()}
-        return tuple(arrays), encoding.classes, source
+        return tuple(arrays), self._named(encoding.classes, source), source
+
+    def _named(self, values: tuple[str, ...], source: dict[str, Any]) -> tuple[str, ...]:
+        """The label values, or the names ``mcsn.class-names`` gives them in the same order."""
+        if not self.options.class_names:
+            return values
+        names = tuple(n.strip() for n in self.options.class_names.split(","))
+        if len(names) != len(values) or len(set(names)) != len(names) or "" in names:
+            raise ValueError(
+                f"run-config key 'mcsn.class-names' = {self.options.class_names!r} names "
+                f"{len(names)} classes; the label column holds {len(values)} values {list(values)} "
+                "(name each once, in this order)"
+            )
+        source["label-values"] = dict(zip(names, values, strict=True))
+        return names
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x, y, xt, yt = self._loaded[0]

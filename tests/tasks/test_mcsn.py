@@ -24,6 +24,7 @@ def test_options_parse_and_name_bad_keys() -> None:
                      ({"mcsn.class-weights": 1}, "mcsn.class-weights"),
                      ({"mcsn.synthetic-records": 5}, "mcsn.synthetic-records"),
                      ({"mcsn.missing": "drop"}, "mcsn.missing"),
+                     ({"mcsn.class-names": "a,b"}, "mcsn.class-names"),
                      ({"mcsn.dataset": "csv", "mcsn.data-dir": "d", "mcsn.labels": "binary"},
                       "mcsn.labels")]:  # fmt: skip
         with pytest.raises(ValueError, match=key):
@@ -103,3 +104,17 @@ def test_nsl_kdd_binary_labels_and_width() -> None:
     x, y, xt, yt = task.load_arrays()
     assert task.classes == ("normal", "attack") and x.shape[1] == xt.shape[1] == 122
     assert np.bincount(y).tolist() == [67343, 58630] and len(yt) == 22544
+
+
+def test_csv_label_values_take_the_names_the_user_gives_them(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"bytes": np.arange(40.0), "label": [0, 1] * 20})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame[:10].to_csv(tmp_path / "test.csv", index=False)
+    base = {"mcsn.dataset": "csv", "mcsn.data-dir": str(tmp_path)}
+    assert Mcsn.from_config(base).classes == ("0", "1")
+    named = Mcsn.from_config(base | {"mcsn.class-names": "normal, attack"})
+    assert named.classes == ("normal", "attack")
+    assert named.describe()["label-values"] == {"normal": "0", "attack": "1"}
+    assert list(named.describe()["classes"]) == ["normal", "attack"]
+    with pytest.raises(ValueError, match=r"names 3 classes; the label column holds 2 values"):
+        Mcsn.from_config(base | {"mcsn.class-names": "a,b,c"}).describe()
