@@ -43,8 +43,10 @@ from tasks.tabular import TabularTask
 
 # Outermost first: the SecAgg+ mod answers its protocol stages and masks last; the HE mod
 # decrypts first and encrypts last, after DP noise and any attack. Both are optional in this
-# app: without the server's record a mod passes messages through.
-secagg_mod = make_secagg_mod(required=False)
+# app: without the server's record a mod passes messages through. SecAgg+ signs with the
+# SuperNode's node-config key (secagg-key, secagg-roster); without one, it accepts the per-run
+# keys a simulation deals (secagg.trust = "simulated": no protection against a lying server).
+secagg_mod = make_secagg_mod(required=False, simulated_trust=True)
 he_mod = make_he_mod(required=False)
 app = ClientApp(mods=[secagg_mod, he_mod, local_dp_mod, tamper_mod])
 app.query(SCORES_ACTION)(decrypt_scores)  # encrypted box plot: decrypt score scalars only

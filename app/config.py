@@ -231,6 +231,7 @@ class SecAggConfig:
     neighbours: int
     bits: int
     clip: float
+    trust: str = "simulated"
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> SecAggConfig:
@@ -246,6 +247,7 @@ class SecAggConfig:
                               "0 (about 2 log2 n) or an integer >= 2"),  # fmt: skip
             bits=number(cfg, "secagg.bits", int, lambda v: 2 <= v <= 24, "an integer in [2, 24]"),
             clip=number(cfg, "secagg.clip", float, lambda v: v > 0, "a float > 0"),
+            trust=choice(cfg, "secagg.trust", ("simulated", "roster")),
         )
 
     def settings(self, *, timeout: float, dp: DistributedDp | None = None) -> SecAggSettings:
@@ -254,7 +256,7 @@ class SecAggConfig:
         t = self.threshold
         return SecAggSettings(threshold=int(t) if t > 1 else float(t),
                               neighbours=self.neighbours, quant_bits=self.bits, clip=self.clip,
-                              timeout=timeout, dp=dp)  # fmt: skip
+                              timeout=timeout, dp=dp, trust=self.trust)  # fmt: skip
 
 
 def _attack(cfg: Mapping[str, Any]) -> Attack:

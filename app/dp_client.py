@@ -9,6 +9,7 @@ the ledger, budget checks and secret noise seeds are the toolkit's
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from app.records import CONFIG, STANDARDIZE_MEAN, STANDARDIZE_STD
-from flwr_privacy.dp import DpSettings, PrivacyLedger
+from flwr_privacy.dp import BudgetExhausted, DpSettings, PrivacyLedger
 from flwr_privacy.dp.client import (
     Release,
     check_budget,
@@ -26,7 +27,7 @@ from flwr_privacy.dp.client import (
     ledger_of,
     noise_seed,
 )
-from flwr_privacy.dp.ddg import DdgPlan
+from flwr_privacy.dp.ddg import DdgBudget, DdgPlan, check_plan_noise, client_step
 from flwr_privacy.dp.input import FeatureBounds, perturb_records
 from flwr_privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
 from flwr_privacy.dp.ledger import gaussian_epsilon
@@ -40,7 +41,8 @@ ALONE_KEY = "dp-epsilon-alone"  # distributed DP: epsilon of one client's share 
 
 
 def ddg_plan(msg: Message) -> DdgPlan | None:
-    """The distributed discrete Gaussian plan SecAgg+ sent with this round, if any."""
+    """The distributed discrete Gaussian plan of this round, if any: written by ``secagg_mod``
+    from the round's signed parameters, with the honest count the client verified."""
     record = msg.content.config_records.get(SECAGG_RECORD)
     if record is None or record.get("encoding") != "ddg":
         return None
@@ -89,6 +91,12 @@ def train_private(
     Only DP quantities are reported: a loss computed on raw records is not private.
     """
     cfg = msg.content.config_records[CONFIG]
+    plan = ddg_plan(msg) if dp.mode == "distributed" else None
+    budget = None
+    if plan is not None:  # the client's own budget, never the server's (README: SecAgg+ DP)
+        simulated = DdgBudget(dp.epsilon, dp.delta, dp.rounds, "run config (simulated trust)")
+        budget = DdgBudget.from_node_config(context.node_config, fallback=simulated)
+        dp = replace(dp, epsilon=budget.epsilon, delta=budget.delta, rounds=budget.rounds)
     ledger = ledger_of(context, dp)
     if dp.input_epsilon > 0:
         data = perturbed(data, cfg, dp, noise_seed(context, dp, salt=0))
@@ -97,10 +105,16 @@ def train_private(
     release: Release = {}
     if dp.mode in ("dp-sgd", "distributed"):
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # w_t
-        plan = ddg_plan(msg) if dp.mode == "distributed" else None
-        if plan is not None:  # SecAgg+: the secagg mod adds discrete Gaussian noise to the sum
+        if plan is not None and budget is not None:  # SecAgg+: secagg_mod adds the noise
             q, _ = sampling(dataset_size(train), settings.batch_size)
-            release = {"ddg": [plan.step(sample_rate=q)]}
+            # what one example moves this client's one clipped step by, as it trains it
+            step = client_step(plan, sample_rate=q,
+                               l2_clip=settings.lr * dp.max_grad_norm / settings.batch_size)
+            try:
+                check_plan_noise(step, budget)
+            except ValueError as e:
+                raise BudgetExhausted(str(e)) from None
+            release = {"ddg": [step]}
             z = 0.0
         else:
             release = sgd_release(dp, dataset_size(train), settings)

@@ -1,14 +1,16 @@
-"""Key custody for server-blind HE: the trusted dealer, and the key holder's decryption.
+"""Key custody: the HE key dealer, the key holder's decryption, and SecAgg+ client identities.
 
     python -m flwr_privacy.keys generate --backend ckks --out keys/
     python -m flwr_privacy.keys inspect keys/server.json
     python -m flwr_privacy.keys decrypt --bundle keys/client.json model.he.json --out model.npz
+    python -m flwr_privacy.keys roster --clients hospital-a,hospital-b,hospital-c --out roster/
 
 ``generate`` writes ``server.json`` (public material only: give it to the
 server strategy) and ``client.json`` (with the secret key, mode 0600: give it to
 every SuperNode through its node config ``he-client-bundle``). ``deal_keys``
 does the same for a simulation in a private temp dir. ``decrypt_model`` is what
-a key holder runs on a saved or returned encrypted model.
+a key holder runs on a saved or returned encrypted model. ``roster`` makes the SecAgg+
+trust anchor (``flwr_privacy.secagg.identity``): a signing key per client and the roster.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from flwr_privacy.he import (
     load_bundle,
     load_payload,
 )
+from flwr_privacy.secagg.crypto import SecAggError
+from flwr_privacy.secagg.identity import ROSTER_FILE, make_roster
 
 SERVER_FILE = "server.json"
 CLIENT_FILE = "client.json"
@@ -143,6 +147,18 @@ def build_parser(prog: str = "python -m flwr_privacy.keys") -> argparse.Argument
         help="CKKS: add relinearization/Galois keys to server.json for encrypted box-plot "
         "filtering (needs --coeff-mod-bit-sizes 60,40,40,60)",
     )
+    ros = sub.add_parser(
+        "roster",
+        help="SecAgg+ against a lying server: a signing key per client and the roster",
+        description="Write <identity>.key (secret, mode 0600) for each client and roster.json "
+        "(every client's verifying key). Give each SuperNode its own key and the roster through "
+        "its node config: --node-config \"secagg-key='<out>/<identity>.key' "
+        "secagg-roster='<out>/roster.json'\". Never give them to the server.",
+    )
+    ros.add_argument("--out", type=Path, required=True)
+    who = ros.add_mutually_exclusive_group(required=True)
+    who.add_argument("--clients", help="comma-separated identities, e.g. hospital-a,hospital-b")
+    who.add_argument("--count", type=int, help="N clients named client-0 .. client-(N-1)")
     ins = sub.add_parser("inspect", help="print a bundle's backend, parameters, fingerprint")
     ins.add_argument("path", type=Path)
     dec = sub.add_parser("decrypt", help="decrypt a saved encrypted model into an .npz file")
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m flwr_privacy.keys
     args = build_parser(prog).parse_args(argv)
     try:
         return _run(args)
-    except (BundleError, PayloadError) as e:
+    except (BundleError, PayloadError, SecAggError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
 
@@ -169,6 +185,15 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.backend} keys {server.fingerprint}: {args.out / SERVER_FILE} (server), "
             f"{args.out / CLIENT_FILE} (clients, secret)\n"
         )
+        return 0
+    if args.command == "roster":
+        if args.count is not None and args.count < 1:
+            raise SecAggError(f"--count {args.count}: a roster needs at least one client")
+        names = (args.clients.split(",") if args.clients
+                 else [f"client-{i}" for i in range(args.count)])  # fmt: skip
+        roster = make_roster([n.strip() for n in names], args.out)
+        sys.stdout.write(f"SecAgg+ roster of {len(roster.members)} clients: "
+                         f"{args.out / ROSTER_FILE}; keys (secret): {args.out}/<identity>.key\n")
         return 0
     if args.command == "decrypt":
         arrays = decrypt_model(args.model, args.bundle)

@@ -347,3 +347,63 @@ def decode(total: np.ndarray, plan: DdgPlan, count: int) -> np.ndarray:
     if total.shape != (plan.dim,):
         raise ValueError(f"sum has shape {total.shape}; the plan expects ({plan.dim},)")
     return total.astype(np.float64) * plan.gamma / count
+
+
+@dataclass(frozen=True)
+class DdgBudget:
+    """A client's own distributed-DP budget: what it accepts, whatever the server plans."""
+
+    epsilon: float
+    delta: float
+    rounds: int
+    source: str = "node config"
+
+    @classmethod
+    def from_node_config(
+        cls, node_config: Mapping[str, Any], *, fallback: DdgBudget
+    ) -> DdgBudget:
+        """``dp-epsilon``, ``dp-delta``, ``dp-rounds`` from node config; ``fallback`` if unset.
+
+        The fallback (in a simulation: the run config) passes through the server, so a
+        budget from it is simulated trust, and ``source`` says so.
+        """
+        keys = ("dp-epsilon", "dp-delta", "dp-rounds")
+        if not any(k in node_config for k in keys):
+            return fallback
+        try:
+            eps = float(node_config.get("dp-epsilon", fallback.epsilon))
+            delta = float(node_config.get("dp-delta", fallback.delta))
+            rounds = int(node_config.get("dp-rounds", fallback.rounds))
+        except (TypeError, ValueError):
+            raise ValueError(f"node config {keys} must be numbers") from None
+        if not (0 < eps < math.inf and 0 < delta < 1 and rounds >= 1):
+            raise ValueError(f"node config dp budget epsilon = {eps!r}, delta = {delta!r}, "
+                             f"rounds = {rounds!r} is invalid")  # fmt: skip
+        return cls(eps, delta, rounds, "node config")
+
+
+def client_step(plan: DdgPlan, *, l2_clip: float, sample_rate: float) -> DdgStep:
+    """One round as this client accounts it: its own clip and sample rate, the verified honest
+    count, the noise it adds; the server's ``plan.l2_sensitivity`` is not used."""
+    if not (math.isfinite(l2_clip) and l2_clip > 0):
+        raise ValueError(f"l2_clip = {l2_clip!r} is invalid; allowed: finite > 0")
+    return DdgStep(l2_clip / plan.gamma + math.sqrt(plan.dim), plan.sigma, plan.honest,
+                   plan.dim, sample_rate, 1)  # fmt: skip
+
+
+def check_plan_noise(step: DdgStep, budget: DdgBudget) -> float:
+    """The per-client sigma ``budget`` needs over its rounds; ValueError if ``step`` adds less.
+
+    A server that plans too little noise (a tiny sigma, a sensitivity below the real one, or
+    an honest count above what the client verified) is refused before anything is sent.
+    """
+    need = _min_sigma(budget.epsilon, budget.delta, step.sample_rate, budget.rounds,
+                      step.l2_sensitivity, step.honest, step.dim)  # fmt: skip
+    if step.sigma < need * (1 - 1e-6):
+        raise ValueError(
+            f"the server's DP plan adds sigma = {step.sigma:.4g} per client; this client's budget "
+            f"(epsilon {budget.epsilon:g}, delta {budget.delta:g} over {budget.rounds} rounds, "
+            f"from {budget.source}) with its own sensitivity {step.l2_sensitivity:.4g} and "
+            f"{step.honest} verified honest clients needs at least {need:.4g}: refused"
+        )
+    return need

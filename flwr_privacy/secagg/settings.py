@@ -77,6 +77,17 @@ class SecAggSettings:
     dp : DistributedDp, optional
         Distributed DP: clients add discrete Gaussian noise to grid-rounded updates
         instead of fixed-point quantizing them; the sum is the unweighted mean.
+    trust : str
+        ``"roster"`` (default): every client signs with the key its operator gave it
+        through node config and checks the others against the roster; the server only
+        learns each node's roster identity (one ``hello`` message per new node).
+        ``"simulated"``: this layer deals per-run keys to a private temporary directory
+        that the simulated clients read (``make_secagg_mod(simulated_trust=True)``); the
+        server then holds every key, so nothing holds against a lying server.
+    max_restarts : int
+        A node that advertised keys but did not share leaves its neighbours unable to
+        mask (they refuse masking with fewer than they shared with): the key and share
+        stages restart without it, at most this many times a round.
     """
 
     threshold: int | float = 0.5
@@ -86,8 +97,15 @@ class SecAggSettings:
     max_clients: int = 0
     timeout: float = 600.0
     dp: DistributedDp | None = None
+    trust: str = "roster"
+    max_restarts: int = 2
 
     def __post_init__(self) -> None:
+        if self.trust not in ("roster", "simulated"):
+            raise ValueError(f"SecAggSettings.trust = {self.trust!r}; allowed: 'roster', "
+                             "'simulated'")  # fmt: skip
+        if self.max_restarts < 0:
+            raise ValueError(f"SecAggSettings.max_restarts = {self.max_restarts!r}; allowed: >= 0")
         t = self.threshold
         if isinstance(t, bool) or not (
             (isinstance(t, int) and t >= 1) or (isinstance(t, float) and 0 < t <= 1)

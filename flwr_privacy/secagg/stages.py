@@ -2,7 +2,8 @@
 
 Every stage is a ``train`` message (as Flower's own SecAgg+ does) carrying the
 ``flwr-privacy.secagg`` ConfigRecord; the client mod answers all but the masked
-input stage itself, so the app's train function never sees them. Node ids
+input stage itself, so the app's train function never sees them. Signed key
+advertisements travel as four parallel lists (``c``, ``s``, ``commit``, ``sig``). Node ids
 travel as bytes (Flower records hold signed 64-bit ints; node ids are unsigned).
 """
 
@@ -15,10 +16,11 @@ from flwr.app import ConfigRecord, Message
 
 from flwr_privacy.records import SECAGG_RECORD, settings_record
 from flwr_privacy.secagg.crypto import SecAggError
-from flwr_privacy.secagg.protocol import bytes_to_ids, ids_to_bytes
+from flwr_privacy.secagg.protocol import Advert, bytes_to_ids, ids_to_bytes
 
-KEYS, SHARES, MASK, UNMASK = "keys", "shares", "mask", "unmask"
-STAGE_ORDER = (KEYS, SHARES, MASK, UNMASK)
+HELLO, KEYS, SHARES, MASK, SIGN, UNMASK = "hello", "keys", "shares", "mask", "sign", "unmask"
+STAGE_ORDER = (KEYS, SHARES, MASK, SIGN, UNMASK)  # HELLO: once per node, its roster identity
+SIM_TRUST_DIR = "sim-trust-dir"  # record key: where a simulation's per-run keys are
 SERVER_FIX = "the server must wrap its strategy in SecAggPlus(..., secagg=SecAggSettings(...))"
 
 
@@ -60,3 +62,18 @@ def secagg_record(msg: Message, who: str) -> ConfigRecord:
     if record is None:
         raise SecAggError(f"{who}: the message has no '{SECAGG_RECORD}' record; {SERVER_FIX}")
     return record
+
+
+ADVERT_KEYS = ("c", "s", "commit", "sig")
+
+
+def adverts_from(record: Mapping[str, Any], who: str) -> dict[int, Advert]:
+    """``{node: Advert}`` from a record's ``ids`` and the four advertisement lists."""
+    parts = [id_map(record, "ids", key, who) for key in ADVERT_KEYS]
+    return {j: Advert(*(p[j] for p in parts)) for j in parts[0]}
+
+
+def adverts_values(adverts: Mapping[int, Advert]) -> dict[str, Any]:
+    ids = sorted(adverts)
+    return {"ids": ids_to_bytes(ids),
+            **{key: [adverts[j][k] for j in ids] for k, key in enumerate(ADVERT_KEYS)}}  # fmt: skip

@@ -15,6 +15,7 @@ cloud adds the edge sums.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,14 +40,19 @@ from flwr_privacy.dp.ddg import DdgPlan, decode, plan_ddg
 from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float, flatten, unflatten
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
-from flwr_privacy.secagg.graph import harary
-from flwr_privacy.secagg.protocol import ServerRound, ids_to_bytes
+from flwr_privacy.secagg.graph import new_graph_seed
+from flwr_privacy.secagg.identity import SimulatedRoster, check_name
+from flwr_privacy.secagg.protocol import Advert, RoundParams, ServerRound, ids_to_bytes
 from flwr_privacy.secagg.settings import SecAggSettings
 from flwr_privacy.secagg.stages import (
+    HELLO,
     KEYS,
     MASK,
     SHARES,
+    SIGN,
+    SIM_TRUST_DIR,
     UNMASK,
+    adverts_values,
     id_map,
     id_map_values,
     read,
@@ -100,7 +106,7 @@ class SecAggPlus(StrategyWrapper):
         replies' arrays); its ``configure_train`` picks the clients and its
         ``train_metrics_aggr_fn`` aggregates the replies' metrics.
     secagg : SecAggSettings
-        Threshold, graph degree, quantization and stage timeout.
+        Threshold, graph degree, quantization, stage timeout and trust.
     groups : mapping, optional
         Node id -> group (e.g. edge); one SecAgg+ instance per group, sums added.
     num_examples : mapping, optional
@@ -139,6 +145,11 @@ class SecAggPlus(StrategyWrapper):
         self._report: dict[str, Any] = {}
         self._encoding = FixedPoint(clip=secagg.clip, quant_bits=secagg.quant_bits)
         self._plan: DdgPlan | None = None
+        self._identities: dict[int, str] = {}
+        self._sampled = 0
+        self._sim: SimulatedRoster | None = None
+        if secagg.trust == "simulated":
+            self._sim = SimulatedRoster()
         if secagg.dp is not None and self.groups:
             raise ValueError(
                 "distributed DP under SecAgg+ sizes the noise of one sum; with groups (edges) "
@@ -149,12 +160,17 @@ class SecAggPlus(StrategyWrapper):
         s = self.secagg
         log(
             INFO,
-            "\t├──> SecAgg+: threshold %s, neighbours %s, %d-bit values, clip %g",
+            "\t├──> SecAgg+: threshold %s, neighbours %s, %d-bit values, clip %g, %s trust",
             s.threshold,
             s.neighbours or "~2 log2 n",
             s.quant_bits,
             s.clip,
+            s.trust,
         )
+        if self._sim is not None:
+            log(WARNING, "SecAgg+ trust is SIMULATED: the server deals every client's signing "
+                "key, so nothing holds against a lying server (use trust='roster' and node-config "
+                "keys in a deployment)")  # fmt: skip
         self.inner.summary()
 
     # -- stages ---------------------------------------------------------------------------------
@@ -167,6 +183,7 @@ class SecAggPlus(StrategyWrapper):
         """Send one stage's records; the nodes' SecAgg reply records (failures logged)."""
         assert self._grid is not None
         stats = self._stats.setdefault(stage, StageStats())
+        failed: dict[int, str] = {}
         messages = []
         for node, record in records.items():
             body = content[node] if content is not None else RecordDict()
@@ -182,25 +199,65 @@ class SecAggPlus(StrategyWrapper):
         for reply in replies:
             node = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             if reply.has_error():
-                stats.failed[node] = str(reply.error.reason)
+                failed[node] = str(reply.error.reason)
                 continue
             stats.bytes_up += content_bytes(reply.content)
             answer = reply.content.config_records.get(SECAGG_RECORD)
             if answer is None:
-                stats.failed[node] = f"no '{SECAGG_RECORD}' record in the reply (no secagg_mod?)"
+                failed[node] = (f"no '{SECAGG_RECORD}' record in the reply: the ClientApp needs "
+                                "secagg_mod first in ClientApp(mods=[secagg_mod, ...])")
                 continue
             out[node] = answer
-        for node in set(records) - set(out) - set(stats.failed):
-            stats.failed[node] = "no reply before the stage timeout"
-        for node, why in stats.failed.items():
+        for node in set(records) - set(out) - set(failed):
+            failed[node] = "no reply before the stage timeout"
+        for node, why in failed.items():
             log(WARNING, "SecAgg+ %s: node %d left out: %s", stage, node, why)
+        stats.failed.update(failed)
         return out
 
+    def _learn_identities(self, nodes: list[int]) -> list[int]:
+        """Roster identities of ``nodes`` (a hello for new ones); the nodes that have one."""
+        if self._sim is not None:
+            self._sim.admit(nodes)
+            self._identities.update({n: self._sim.identity(n) for n in nodes})
+            return nodes
+        new = [n for n in nodes if n not in self._identities]
+        if new:
+            replies = self._exchange(HELLO, {n: ConfigRecord({"stage": HELLO}) for n in new})
+            for node, record in replies.items():
+                try:
+                    name = read(record, "identity", str, f"node {node}")
+                    self._identities[node] = check_name(name)
+                except SecAggError as e:
+                    self._stats[HELLO].failed[node] = str(e)
+        return [n for n in nodes if n in self._identities]
+
+    def _params(self, server_round: int, session: bytes, members: list[int], size: int,
+                mod_bits: int) -> RoundParams:  # fmt: skip
+        k = self.secagg.degree(len(members))
+        if self._plan is not None:
+            encoding: dict[str, Any] = {"kind": "ddg", **self._plan.to_record()}
+        else:
+            encoding = {"kind": "fixed", "clip": float(self.secagg.clip),
+                        "quant-bits": self.secagg.quant_bits,
+                        "weight-scale": float(self.weight_scale),
+                        "weight-key": self.weighted_by_key}  # fmt: skip
+        dp = self.secagg.dp
+        return RoundParams(
+            session=session, round=server_round, participants=tuple(sorted(members)),
+            identities=tuple(self._identities[n] for n in sorted(members)), degree=k,
+            graph_seed=new_graph_seed(), threshold=self.secagg.threshold_for(k),
+            mod_bits=mod_bits, size=size, encoding=encoding,
+            max_dropouts=dp.max_dropouts if dp is not None else None,
+        )  # fmt: skip
+
     def _setup(self, server_round: int, nodes: list[int], size: int) -> dict[int, ServerRound]:
-        """Graph and threshold per group; modulus for the clients a sum may hold."""
+        """Parameters per group; modulus for the clients a sum may hold."""
         by_group: dict[int, list[int]] = {}
         for node in nodes:
             by_group.setdefault(self.groups.get(node, 0), []).append(node)
+        if not by_group:
+            return {}
         most = self.secagg.max_clients or max(len(g) for g in by_group.values())
         dp = self.secagg.dp
         mod_bits = dp.bits if dp is not None else modulus_bits(self.secagg.quant_bits, most)
@@ -209,6 +266,8 @@ class SecAggPlus(StrategyWrapper):
                 f"{len(nodes)} clients at {self.secagg.quant_bits} bits need a modulus "
                 "above 2^32: lower SecAggSettings.quant_bits"
             )
+        if dp is not None and self._plan is None:
+            self._plan = self._plan_dp(len(nodes), size - 1)
         rounds = {}
         session = new_session()
         for group, members in sorted(by_group.items()):
@@ -221,27 +280,19 @@ class SecAggPlus(StrategyWrapper):
                     len(members),
                 )
                 continue
-            k = self.secagg.degree(len(members))
-            rounds[group] = ServerRound(
-                round=server_round,
-                session=session,
-                threshold=self.secagg.threshold_for(k),
-                mod_bits=mod_bits,
-                size=size,
-                graph=harary(members, k),
-            )
+            params = self._params(server_round, session, members, size, mod_bits)
+            rounds[group] = ServerRound(params)
         return rounds
 
-    def _plan_dp(self, dim: int) -> DdgPlan:
+    def _plan_dp(self, n: int, dim: int) -> DdgPlan:
         """Grid and per-client noise for the whole run, from the first round's clients."""
         dp = self.secagg.dp
         assert dp is not None
-        rnd = next(iter(self._rounds.values()))
-        n = len(rnd.graph)
-        honest = n - (rnd.threshold - 1) - dp.max_dropouts
+        t = self.secagg.threshold_for(self.secagg.degree(n))
+        honest = n - (t - 1) - dp.max_dropouts
         if honest < 1:
             raise ValueError(
-                f"distributed DP: {n} clients with threshold {rnd.threshold} and "
+                f"distributed DP: {n} clients with threshold {t} and "
                 f"{dp.max_dropouts} allowed dropouts leave no honest noise: lower the threshold "
                 "or max_dropouts, or sample more clients"
             )
@@ -262,7 +313,7 @@ class SecAggPlus(StrategyWrapper):
             "SecAgg+ distributed DP: %d honest of %d (t = %d), per-client sigma %.4g, grid %.3g",
             honest,
             n,
-            rnd.threshold,
+            t,
             plan.sigma,
             plan.gamma,
         )
@@ -274,65 +325,58 @@ class SecAggPlus(StrategyWrapper):
                 return rnd
         return None
 
+    def _keys_and_shares(self, server_round: int, nodes: list[int], size: int) -> None:
+        """Stages 1-2; restarted without nodes that advertised but did not share."""
+        for attempt in range(self.secagg.max_restarts + 1):
+            self._rounds = self._setup(server_round, nodes, size)
+            members = {n: r for r in self._rounds.values() for n in r.graph}
+            extra = {SIM_TRUST_DIR: str(self._sim.directory)} if self._sim is not None else {}
+            keys = self._exchange(KEYS, {
+                n: stage_record(KEYS, server_round, r.session, **r.params.to_record(), **extra)
+                for n, r in members.items()
+            })  # fmt: skip
+            for node, record in keys.items():
+                who = f"node {node}"
+                try:
+                    advert = Advert(*(read(record, key, bytes, who)
+                                      for key in ("c-pk", "s-pk", "commit", "sig")))  # fmt: skip
+                    members[node].add_advert(node, advert)
+                except SecAggError as e:
+                    self._stats[KEYS].failed[node] = str(e)
+                    log(WARNING, "SecAgg+ keys: %s", e)
+            share_requests = {
+                node: stage_record(SHARES, server_round, rnd.session,
+                                   **adverts_values(rnd.adverts_for(node)), **extra)
+                for node, rnd in members.items() if node in rnd.adverts
+            }  # fmt: skip
+            shares = self._exchange(SHARES, share_requests)
+            for node, record in shares.items():
+                try:
+                    members[node].add_shares(node, id_map(record, "ids", "cts", f"node {node}"))
+                except SecAggError as e:
+                    self._stats[SHARES].failed[node] = str(e)
+                    log(WARNING, "SecAgg+ shares: %s", e)
+            sharers = sorted(n for r in self._rounds.values() for n in r.shares)
+            missing = sorted(set(members) - set(sharers))
+            if not missing or attempt == self.secagg.max_restarts or len(sharers) < 2:
+                return
+            self._report["restarts"] = attempt + 1
+            log(INFO, "SecAgg+ round %d: %d node(s) did not advertise and share (%s): restarting "
+                "the key stages without them", server_round, len(missing), missing[:5])  # fmt: skip
+            nodes = sharers
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._grid = grid
         self._stats, self._report = {}, {}
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._sampled = len(messages)
         self._reference, self._like = flatten(arrays), arrays
         size = self._reference.size + 1
-        self._rounds = self._setup(server_round, [m.metadata.dst_node_id for m in messages], size)
+        nodes = self._learn_identities([m.metadata.dst_node_id for m in messages])
+        self._keys_and_shares(server_round, nodes, size)
         members = {n: r for r in self._rounds.values() for n in r.graph}
-        if self.secagg.dp is not None and self._plan is None:
-            self._plan = self._plan_dp(size - 1)
-        keys = self._exchange(
-            KEYS,
-            {
-                n: stage_record(
-                    KEYS,
-                    server_round,
-                    r.session,
-                    threshold=r.threshold,
-                    neighbours=ids_to_bytes(sorted(r.graph[n])),
-                    size=size,
-                    **{"mod-bits": r.mod_bits},
-                )
-                for n, r in members.items()
-            },
-        )
-        for node, record in keys.items():
-            try:
-                members[node].add_keys(
-                    node,
-                    (
-                        read(record, "c-pk", bytes, f"node {node}"),
-                        read(record, "s-pk", bytes, f"node {node}"),
-                    ),
-                )
-            except SecAggError as e:
-                self._stats[KEYS].failed[node] = str(e)
-                log(WARNING, "SecAgg+ keys: %s", e)
-        share_requests = {}
-        for node, rnd in members.items():
-            if node in rnd.public:
-                public = rnd.keys_for(node)
-                share_requests[node] = stage_record(
-                    SHARES,
-                    server_round,
-                    rnd.session,
-                    **id_map_values(
-                        {j: c for j, (c, _) in public.items()}, "public-ids", "public-c"
-                    ),
-                    **{"public-s": [public[j][1] for j in sorted(public)]},
-                )
-        shares = self._exchange(SHARES, share_requests)
-        for node, record in shares.items():
-            try:
-                members[node].add_shares(node, id_map(record, "ids", "cts", f"node {node}"))
-            except SecAggError as e:
-                self._stats[SHARES].failed[node] = str(e)
-                log(WARNING, "SecAgg+ shares: %s", e)
         out = []
         for msg in messages:
             node = msg.metadata.dst_node_id
@@ -340,20 +384,11 @@ class SecAggPlus(StrategyWrapper):
             if group is None or node not in group.shares:
                 continue  # dropped before sharing: left out of the round
             msg.content = RecordDict(dict(msg.content))  # Flower's messages share one content
+            extra = {SIM_TRUST_DIR: str(self._sim.directory)} if self._sim is not None else {}
             msg.content[SECAGG_RECORD] = stage_record(
-                MASK,
-                server_round,
-                group.session,
-                clip=self.secagg.clip,
-                **id_map_values(group.shares_for(node), "ct-ids", "cts"),
-                **{
-                    "quant-bits": self.secagg.quant_bits,
-                    "weight-scale": self.weight_scale,
-                    "weight-key": self.weighted_by_key,
-                    "encoding": "fixed" if self._plan is None else "ddg",
-                },
-                **(self._plan.to_record() if self._plan is not None else {}),
-            )
+                MASK, server_round, group.session,
+                **id_map_values(group.shares_for(node), "ct-ids", "cts"), **extra,
+            )  # fmt: skip
             out.append(msg)
         self._mask_messages = out  # their ids (set when pushed) name a reply's destination
         self._stats[MASK] = StageStats(messages=len(out))
@@ -386,7 +421,8 @@ class SecAggPlus(StrategyWrapper):
             try:
                 record = reply.content.config_records.get(SECAGG_RECORD)
                 if record is None:
-                    raise SecAggError(f"node {node}: the train reply has no masked input")
+                    raise SecAggError(f"node {node}: the train reply has no masked input (is "
+                                      "secagg_mod first in ClientApp(mods=[secagg_mod, ...])?)")
                 rnd.add_masked(node, read(record, "masked", bytes, f"node {node}"))
                 contents.append(reply.content)
             except SecAggError as e:
@@ -416,7 +452,12 @@ class SecAggPlus(StrategyWrapper):
                 return None, None
             mean, weights = decode(total[:-1], self._plan, count), float(count)
         else:
-            mean, weights = self._encoding.decode(total, count)
+            try:
+                mean, weights = self._encoding.decode(total, count)
+            except SecAggError as e:
+                self._report["not-aggregated"] = {"0": str(e)}
+                self._finish(server_round, aggregated=False)
+                return None, None
         arrays = unflatten(self._reference + mean, self._like)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         sizes = [
@@ -424,31 +465,55 @@ class SecAggPlus(StrategyWrapper):
             for c in contents
             if METRICS in c.metric_records and self.weighted_by_key in c[METRICS]
         ]
-        if sizes:
-            self.weight_scale = max(self.weight_scale, max(sizes))
+        finite = [v for v in sizes if math.isfinite(v) and v > 0]
+        if finite:
+            self.weight_scale = max(self.weight_scale, max(finite))
         self._finish(server_round, aggregated=True, clients=count, weight_sum=weights)
         return arrays, metrics
 
-    def _unmask(self, server_round: int) -> tuple[np.ndarray | None, int]:
-        """Run the unmasking stage per group; the summed integer totals and their count."""
+    def _consistency(self, server_round: int) -> dict[int, str]:
+        """Stage 4: every survivor signs the survivor set; groups short of a quorum are out."""
         requests = {}
         for rnd in self._rounds.values():
-            for node in rnd.masked:
-                survivors, dropped = rnd.unmask_request(node)
-                requests[node] = stage_record(
-                    UNMASK,
-                    server_round,
-                    rnd.session,
-                    survivors=ids_to_bytes(survivors),
-                    dropped=ids_to_bytes(dropped),
-                )
-        responses = self._exchange(UNMASK, requests) if requests else {}
-        total, count, problems = None, 0, {}
+            if rnd.masked:
+                survivors = ids_to_bytes(rnd.close_inputs())
+                for node in rnd.survivors:
+                    requests[node] = stage_record(SIGN, server_round, rnd.session,
+                                                  survivors=survivors)  # fmt: skip
+        replies = self._exchange(SIGN, requests) if requests else {}
+        problems = {}
         for group, rnd in self._rounds.items():
-            if not rnd.masked:
+            for node in rnd.survivors:
+                if node in replies:
+                    try:
+                        rnd.add_signature(node, read(replies[node], "sig", bytes, f"node {node}"))
+                    except SecAggError as e:
+                        self._stats[SIGN].failed[node] = str(e)
+            if rnd.masked and not rnd.quorum_reached():
+                problems[group] = (f"{len(rnd.signatures)} survivors signed the survivor set, "
+                                   f"fewer than the quorum {rnd.params.quorum}: no client "
+                                   "reveals a share")  # fmt: skip
+        return problems
+
+    def _unmask(self, server_round: int) -> tuple[np.ndarray | None, int]:
+        """Stages 4-5 per group; the summed integer totals and their count."""
+        problems = self._consistency(server_round)
+        requests = {}
+        for group, rnd in self._rounds.items():
+            if not rnd.masked or group in problems:
+                continue
+            signers = id_map_values(rnd.signatures, "signer-ids", "signatures")
+            survivors = ids_to_bytes(rnd.survivors)
+            for node in rnd.signatures:
+                requests[node] = stage_record(UNMASK, server_round, rnd.session,
+                                              survivors=survivors, **signers)  # fmt: skip
+        responses = self._exchange(UNMASK, requests) if requests else {}
+        total, count = None, 0
+        for group, rnd in self._rounds.items():
+            if not rnd.masked or group in problems:
                 continue
             answers = {}
-            for node in rnd.masked:
+            for node in rnd.signatures:
                 if node in responses:
                     try:
                         answers[node] = id_map(responses[node], "ids", "shares", f"node {node}")
@@ -459,28 +524,30 @@ class SecAggPlus(StrategyWrapper):
                 group_total = rnd.unmask(answers)
                 self._report.setdefault("unmask-compute-s", 0.0)
                 self._report["unmask-compute-s"] += time.perf_counter() - start
-            except SecAggError as e:
-                problems[group] = str(e)
-                log(
-                    WARNING, "SecAgg+ round %d: group %d not aggregated: %s", server_round, group, e
-                )
+            except Exception as e:  # noqa: BLE001 - a client's bytes never fail the round
+                problems[group] = str(e) if isinstance(e, SecAggError) else (
+                    f"unmasking failed on the clients' shares ({type(e).__name__}: {e})")
                 continue
             wide = group_total.astype(np.int64)
             if self._plan is not None:  # DDG values are signed: centre them from mod 2^bits
                 wide[wide >= 1 << (rnd.mod_bits - 1)] -= 1 << rnd.mod_bits
             total = wide if total is None else total + wide
-            count += len(rnd.masked)
+            count += len(rnd.survivors)
+        for group, why in problems.items():
+            log(WARNING, "SecAgg+ round %d: group %d not aggregated: %s", server_round, group, why)
         self._report["not-aggregated"] = {str(g): why for g, why in problems.items()}
+        self._report["trust"] = self.secagg.trust
         return total, count
 
     def _finish(self, server_round: int, *, aggregated: bool, **extra: Any) -> None:
-        sampled = sum(len(r.graph) for r in self._rounds.values())
+        sampled = self._sampled
         report = {
             "aggregated": aggregated,
             "sampled": sampled,
             "keys": sum(len(r.public) for r in self._rounds.values()),
             "shared": sum(len(r.shares) for r in self._rounds.values()),
             "masked": sum(len(r.masked) for r in self._rounds.values()),
+            "signed": sum(len(r.signatures) for r in self._rounds.values()),
             "recovered": sorted(
                 str(n) for r in self._rounds.values() for n in set(r.shares) - set(r.masked)
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
@@ -9,8 +11,19 @@ from scipy import stats
 
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits, pack, unpack
-from flwr_privacy.secagg.graph import default_degree, harary
-from flwr_privacy.secagg.protocol import ClientSession, ServerRound, pair_mask, self_mask, simulate
+from flwr_privacy.secagg.floors import ClientFloors
+from flwr_privacy.secagg.graph import default_degree, harary, new_graph_seed
+from flwr_privacy.secagg.protocol import (
+    ClientSession,
+    RoundParams,
+    ServerRound,
+    pair_mask,
+    self_mask,
+    simulate,
+    simulated_trust,
+)
+
+LOOSE = ClientFloors(min_neighbours=1, min_quant_bits=1, min_mod_bits=1)
 
 
 def _inputs(n: int, size: int, bits: int, seed: int = 0) -> dict[int, np.ndarray]:
@@ -22,7 +35,7 @@ def _inputs(n: int, size: int, bits: int, seed: int = 0) -> dict[int, np.ndarray
 
 @pytest.mark.parametrize(
     ("n", "degree", "threshold", "early", "late"),
-    [(2, 1, 1, 0, 0), (5, 4, 3, 0, 1), (10, 4, 2, 1, 1), (30, 10, 5, 2, 3), (100, 14, 7, 0, 10)],
+    [(2, 1, 1, 0, 0), (5, 4, 3, 0, 1), (10, 4, 3, 1, 1), (30, 10, 6, 2, 3), (100, 14, 8, 0, 10)],
 )
 def test_unmasked_sum_is_the_sum_of_the_survivors(n, degree, threshold, early, late) -> None:
     bits = 16
@@ -59,7 +72,7 @@ def test_decoded_sum_is_fedavg_within_the_quantization_bound(n: int) -> None:
         weights[i] = enc.weight(sizes[i] / scale)[1]
     total, _ = simulate(
         values,
-        threshold=max(1, min(n - 1, 3)),
+        threshold=default_degree(n) // 2 + 1,
         degree=default_degree(n),
         mod_bits=modulus_bits(16, n),
         drop_before_masked=[i + 1 for i in dropped],
@@ -93,35 +106,26 @@ def _round(n: int, threshold: int, mod_bits: int, size: int):
     """Stages 1-3 of a complete-graph round, every party's objects kept (for attacks)."""
     inputs = _inputs(n, size, mod_bits - 3)
     nodes = sorted(inputs)
-    server = ServerRound(
-        round=3,
-        session=new_session(),
-        threshold=threshold,
-        mod_bits=mod_bits,
-        size=size,
-        graph=harary(nodes, n - 1),
-    )
-    clients = {
-        i: ClientSession.start(
-            node=i,
-            round_=3,
-            session=server.session,
-            threshold=threshold,
-            neighbours=server.graph[i],
-            mod_bits=mod_bits,
-            size=size,
-        )
-        for i in nodes
-    }
+    trust = simulated_trust(nodes)
+    params = RoundParams(
+        session=new_session(), round=3, participants=tuple(nodes),
+        identities=tuple(trust[i].key.identity for i in nodes), degree=n - 1,
+        graph_seed=new_graph_seed(), threshold=threshold, mod_bits=mod_bits, size=size,
+        encoding={"kind": "fixed", "quant-bits": mod_bits - 3},
+    )  # fmt: skip
+    server = ServerRound(params)
+    clients = {i: ClientSession.start(node=i, params=params, trust=trust[i], floors=LOOSE)
+               for i in nodes}  # fmt: skip
     for i, c in clients.items():
-        server.add_keys(i, c.public_keys)
+        server.add_advert(i, c.advert(trust[i]))
     for i, c in clients.items():
-        server.add_shares(i, c.share_keys(server.keys_for(i), round_=3, session=server.session))
+        server.add_shares(i, c.share_keys(server.adverts_for(i), trust[i], round_=3,
+                                          session=server.session))  # fmt: skip
     for i, c in clients.items():
         server.add_masked(
             i, c.mask_input(inputs[i], server.shares_for(i), round_=3, session=server.session)
         )
-    return inputs, server, clients
+    return inputs, server, clients, trust
 
 
 def _coalition_view(server, clients, honest: int, colluders: list[int]) -> np.ndarray:
@@ -145,7 +149,7 @@ def _coalition_view(server, clients, honest: int, colluders: list[int]) -> np.nd
 
 def test_server_and_t_minus_1_clients_see_uniform_noise_t_clients_see_the_input() -> None:
     n, t, mod_bits, size = 6, 3, 8, 40_000
-    inputs, server, clients = _round(n, t, mod_bits, size)
+    inputs, server, clients, _ = _round(n, t, mod_bits, size)
     nodes = sorted(inputs)
     honest, colluders = nodes[0], nodes[1:t]  # t - 1 colluders
     residual = _coalition_view(server, clients, honest, colluders)
@@ -159,62 +163,52 @@ def test_server_and_t_minus_1_clients_see_uniform_noise_t_clients_see_the_input(
     assert np.array_equal(recovered, inputs[honest])
 
 
-def test_a_lying_server_never_gets_both_secrets_of_a_client() -> None:
-    inputs, server, clients = _round(5, 3, 10, 16)
+def test_a_client_reveals_one_kind_per_neighbour_as_the_signed_set_says() -> None:
+    inputs, server, clients, trust = _round(5, 3, 10, 16)
     nodes = sorted(inputs)
     victim, asked = nodes[0], clients[nodes[1]]
-    others = [j for j in nodes[2:]]
-    with pytest.raises(SecAggError, match="both secrets"):
-        asked.unmask([victim, *others], [victim], round_=3, session=server.session)
-    # an honest request is answered once; asking again (now calling the victim dropped) is refused
-    asked.unmask([victim, *others], [], round_=3, session=server.session)
+    alive = [j for j in nodes if j != victim]  # the victim "dropped": its s shares are due
+    with pytest.raises(SecAggError, match="the server calls this node dropped"):
+        clients[victim].sign_survivors(alive, trust[victim], round_=3, session=server.session)
+    sigs = {j: clients[j].sign_survivors(alive, trust[j], round_=3, session=server.session)
+            for j in alive}  # fmt: skip
+    shares = asked.unmask(alive, sigs, trust[nodes[1]], round_=3, session=server.session)
+    b, s = asked._open(victim, asked.ciphertexts[victim])
+    assert shares[victim] == s and shares[nodes[2]] != b  # s for the dropped, b for the others
+    # answered once: asking again (now with the victim alive) is refused
     with pytest.raises(SecAggError, match="past 'unmasked'"):
-        asked.unmask(others, [victim], round_=3, session=server.session)
+        asked.unmask(nodes, sigs, trust[nodes[1]], round_=3, session=server.session)
 
 
 def test_replayed_misaddressed_and_malformed_messages_are_refused_naming_the_node() -> None:
-    inputs, server, clients = _round(4, 2, 10, 16)
+    inputs, server, clients, trust = _round(4, 2, 10, 16)
     nodes = sorted(inputs)
     a, b, c = nodes[:3]
     # a stage of an earlier round / another session
     with pytest.raises(SecAggError, match=f"node {a}: message of round 2"):
-        clients[a].unmask([b], [], round_=2, session=server.session)
+        clients[a].sign_survivors(nodes, trust[a], round_=2, session=server.session)
     with pytest.raises(SecAggError, match="replayed or misaddressed"):
-        clients[a].unmask([b], [], round_=3, session=new_session())
+        clients[a].sign_survivors(nodes, trust[a], round_=3, session=new_session())
     # shares addressed to another node: b's ciphertext from c given to a as if from c
-    fresh = ClientSession.start(
-        node=a,
-        round_=4,
-        session=server.session,
-        threshold=2,
-        neighbours=[b, c],
-        mod_bits=10,
-        size=4,
-    )
-    fresh.share_keys(
-        {b: clients[b].public_keys, c: clients[c].public_keys}, round_=4, session=server.session
-    )
+    fresh = ClientSession.start(node=a, params=replace(server.params, round=4), trust=trust[a],
+                                floors=LOOSE)  # fmt: skip
+    adverts = {j: ClientSession.start(node=j, params=fresh.params, trust=trust[j], floors=LOOSE)
+               for j in (b, c, nodes[3])}  # fmt: skip
+    fresh.share_keys({j: s.advert(trust[j]) for j, s in adverts.items()}, trust[a], round_=4,
+                     session=server.session)  # fmt: skip
     with pytest.raises(SecAggError, match=f"node {a}: the shares from node {c} do not decrypt"):
         fresh.mask_input(
-            np.zeros(4, np.uint32),
-            {c: server.shares_for(b)[c], b: b"x" * 10},
+            np.zeros(16, np.uint32),
+            {c: server.shares_for(b)[c], b: b"x" * 10, nodes[3]: b"y"},
             round_=4,
             session=server.session,
         )
     # malformed public keys
+    bad = server.adverts[b]._replace(c=b"short")
     with pytest.raises(SecAggError, match=f"node {b}: public key must be 32 raw bytes"):
-        server.add_keys(b, (b"short", clients[b].public_keys[1]))
+        server.add_advert(b, bad)
     # masked vectors of the wrong length or outside [0, R)
-    fresh_server = ServerRound(
-        round=3,
-        session=server.session,
-        threshold=2,
-        mod_bits=10,
-        size=16,
-        graph=server.graph,
-        public=server.public,
-        shares=server.shares,
-    )
+    fresh_server = ServerRound(server.params, adverts=server.adverts, shares=server.shares)
     with pytest.raises(SecAggError, match=f"node {a}: masked vector has 10 bytes"):
         fresh_server.add_masked(a, b"0" * 10)
     with pytest.raises(SecAggError, match=f"node {a}: masked vector has values outside"):

@@ -50,8 +50,11 @@ def test_secure_sum_equals_plaintext_fedavg_over_rounds(tmp_path: Path) -> None:
     _assert_close(report, _fedavg([0, 1, 2, 3], rounds=2), clients=4)
     first = report["rounds"]["1"]
     assert first["aggregated"] and first["masked"] == 4 and first["recovered"] == []
-    assert set(first["stages"]) == {"keys", "shares", "mask", "unmask"}
+    # round 1 asks each node its roster identity once; round 2 does not
+    assert set(first["stages"]) == {"hello", "keys", "shares", "mask", "sign", "unmask"}
     assert all(s["messages"] == 4 and s["bytes-up"] > 0 for s in first["stages"].values())
+    assert "hello" not in report["rounds"]["2"]["stages"]
+    assert first["trust"] == "roster" and first["signed"] == 4
 
 
 def test_dropouts_before_and_after_sharing_in_groups(tmp_path: Path) -> None:
@@ -62,13 +65,14 @@ def test_dropouts_before_and_after_sharing_in_groups(tmp_path: Path) -> None:
         rounds=1,
         groups=1,
         neighbours=4,
-        threshold=2,
+        threshold=3,
         drop={"shares": [1], "mask": [2]},
     )
     _assert_close(report, _fedavg([0, 3, 4, 5, 6], rounds=1), clients=5)
     rnd = report["rounds"]["1"]
     assert (rnd["sampled"], rnd["shared"], rnd["masked"]) == (7, 6, 5)
     assert len(rnd["recovered"]) == 1 and rnd["aggregated"]
+    assert rnd["restarts"] == 1  # its neighbours cannot mask with fewer than they shared with
     assert "drops at shares" in " ".join(rnd["stages"]["shares"]["failed"].values())
 
 
@@ -76,10 +80,12 @@ def test_dropouts_before_and_after_sharing_in_groups(tmp_path: Path) -> None:
 def test_too_few_survivors_leave_the_round_unaggregated_and_the_run_goes_on(
     tmp_path: Path, groups: int
 ) -> None:
-    # group 0 (partitions 0, 2, 4, 6) loses 2 of 4 after sharing with t = 3: not aggregated;
-    # group 1 (1, 3, 5) is aggregated: the cloud adds what the edges could unmask
-    report = _run(tmp_path, nodes=7, rounds=1, groups=groups, threshold=1.0, drop={"mask": [0, 2]})
+    # group 0 (partitions 0, 2, 4, 6, 8) loses 2 of 5 after sharing with t = 4: its survivors
+    # refuse to sign (too few surviving neighbours), so no quorum and nothing is revealed;
+    # group 1 (1, 3, 5, 7) is aggregated: the cloud adds what the edges could unmask
+    report = _run(tmp_path, nodes=9, rounds=1, groups=groups, threshold=1.0, drop={"mask": [0, 2]})
     rnd = report["rounds"]["1"]
     assert rnd["aggregated"] and rnd["groups"] == 2
-    assert "fewer than the threshold" in rnd["not-aggregated"]["0"]
-    _assert_close(report, _fedavg([1, 3, 5], rounds=1), clients=3)
+    assert "fewer than the quorum" in rnd["not-aggregated"]["0"]
+    assert "fewer than the threshold" in " ".join(rnd["stages"]["sign"]["failed"].values())
+    _assert_close(report, _fedavg([1, 3, 5, 7], rounds=1), clients=4)

@@ -25,6 +25,7 @@ from flwr.simulation import run_simulation
 
 from flwr_privacy import SecAggPlus, SecAggSettings, secagg_mod
 from flwr_privacy.records import SECAGG_RECORD
+from flwr_privacy.secagg.identity import NODE_KEY, NODE_ROSTER, ROSTER_FILE, make_roster
 
 SHAPES = {"w": (3, 4), "b": (4,)}
 
@@ -47,7 +48,18 @@ def main(out: Path, opts: dict[str, Any]) -> None:
             return Message(Error(code=1, reason=f"partition {pid} drops at {stage}"), reply_to=msg)
         return call_next(msg, context)
 
-    client = ClientApp(mods=[dropper, secagg_mod])
+    # The operator's trust anchor, as each SuperNode's node config would carry it: a roster made
+    # before the run and every client's own key (run_simulation sets no per-node config).
+    roster_dir = out.parent / "roster"
+    make_roster([f"client-{p}" for p in range(nodes)], roster_dir)
+
+    def node_keys(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        pid = int(context.node_config["partition-id"])
+        context.node_config[NODE_KEY] = str(roster_dir / f"client-{pid}.key")
+        context.node_config[NODE_ROSTER] = str(roster_dir / ROSTER_FILE)
+        return call_next(msg, context)
+
+    client = ClientApp(mods=[dropper, node_keys, secagg_mod])
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:
