@@ -95,64 +95,69 @@ def staged_round(n: int, size: int, *, drop: float, seed: int = 0) -> dict[str, 
     from flwr_privacy.records import SECAGG_RECORD
     from flwr_privacy.secagg.crypto import new_session
     from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits, value_bytes
-    from flwr_privacy.secagg.graph import default_degree, harary
-    from flwr_privacy.secagg.protocol import ClientSession, ServerRound, ids_to_bytes
-    from flwr_privacy.secagg.stages import KEYS, MASK, SHARES, UNMASK, id_map_values, stage_record
+    from flwr_privacy.secagg.floors import ClientFloors
+    from flwr_privacy.secagg.graph import default_degree, new_graph_seed
+    from flwr_privacy.secagg.protocol import (
+        ClientSession,
+        RoundParams,
+        ServerRound,
+        ids_to_bytes,
+        simulated_trust,
+    )
+    from flwr_privacy.secagg.stages import (
+        KEYS,
+        MASK,
+        SHARES,
+        SIGN,
+        UNMASK,
+        adverts_values,
+        id_map_values,
+        stage_record,
+    )
 
     rng = np.random.default_rng(seed)
     nodes = sorted(random.Random(seed).sample(range(1, 2**63), n))  # SuperNode-like 64-bit ids
     degree = default_degree(n)
     threshold = majority(degree)
     mod_bits = modulus_bits(QUANT_BITS, n)
-    session = new_session()
-    server = ServerRound(
-        round=1,
-        session=session,
-        threshold=threshold,
-        mod_bits=mod_bits,
-        size=size,
-        graph=harary(nodes, degree),
-    )
-    stages = {s: {"bytes-down": 0, "bytes-up": 0, "client-s": 0.0} for s in (KEYS, SHARES, MASK)}
-    stages[UNMASK] = {"bytes-down": 0, "bytes-up": 0, "client-s": 0.0}
+    trust = simulated_trust(nodes)  # the operator's roster: made once, not per round
+    params = RoundParams(
+        session=new_session(), round=1, participants=tuple(nodes),
+        identities=tuple(trust[i].key.identity for i in nodes), degree=degree,
+        graph_seed=new_graph_seed(), threshold=threshold, mod_bits=mod_bits, size=size,
+        encoding={"kind": "fixed", "clip": CLIP, "quant-bits": QUANT_BITS, "weight-scale": 1.0,
+                  "weight-key": "num-examples"},
+    )  # fmt: skip
+    session = params.session
+    floors = ClientFloors(min_neighbours=1)
+    server = ServerRound(params)
+    stages = {s: {"bytes-down": 0, "bytes-up": 0, "client-s": 0.0}
+              for s in (KEYS, SHARES, MASK, SIGN, UNMASK)}  # fmt: skip
 
     def rec(stage: str, **values: Any) -> int:
         return content_size(RecordDict({SECAGG_RECORD: stage_record(stage, 1, session, **values)}))
 
     clients: dict[int, ClientSession] = {}
+    keys_down = rec(KEYS, **params.to_record())
     for node in nodes:
-        stages[KEYS]["bytes-down"] += rec(
-            KEYS,
-            threshold=threshold,
-            neighbours=ids_to_bytes(sorted(server.graph[node])),
-            size=size,
-            **{"mod-bits": mod_bits},
-        )
-        clients[node], dt = _timed(
-            lambda node=node: ClientSession.start(
-                node=node,
-                round_=1,
-                session=session,
-                threshold=threshold,
-                neighbours=server.graph[node],
-                mod_bits=mod_bits,
-                size=size,
-            )
-        )
+        stages[KEYS]["bytes-down"] += keys_down
+
+        def start(node: int = node) -> Any:
+            clients[node] = ClientSession.start(node=node, params=params, trust=trust[node],
+                                                floors=floors)  # fmt: skip
+            return clients[node].advert(trust[node])
+
+        advert, dt = _timed(start)
         stages[KEYS]["client-s"] += dt
-        c_pk, s_pk = clients[node].public_keys
-        stages[KEYS]["bytes-up"] += _record_size({"c-pk": c_pk, "s-pk": s_pk})
-        server.add_keys(node, clients[node].public_keys)
+        stages[KEYS]["bytes-up"] += _record_size(
+            {"c-pk": advert.c, "s-pk": advert.s, "commit": advert.commit, "sig": advert.signature})
+        server.add_advert(node, advert)
     for node in nodes:
-        public = server.keys_for(node)
-        stages[SHARES]["bytes-down"] += rec(
-            SHARES,
-            **id_map_values({j: c for j, (c, _) in public.items()}, "public-ids", "public-c"),
-            **{"public-s": [public[j][1] for j in sorted(public)]},
-        )
+        adverts = server.adverts_for(node)
+        stages[SHARES]["bytes-down"] += rec(SHARES, **adverts_values(adverts))
         cts, dt = _timed(
-            lambda node=node, public=public: clients[node].share_keys(
-                public, round_=1, session=session
+            lambda node=node, adverts=adverts: clients[node].share_keys(
+                adverts, trust[node], round_=1, session=session
             )
         )
         stages[SHARES]["client-s"] += dt
@@ -170,12 +175,7 @@ def staged_round(n: int, size: int, *, drop: float, seed: int = 0) -> dict[str, 
         if node in dropped:
             continue  # shared its keys, never sends a masked input
         cts = server.shares_for(node)
-        stages[MASK]["bytes-down"] += rec(
-            MASK,
-            clip=CLIP,
-            **id_map_values(cts, "ct-ids", "cts"),
-            **{"quant-bits": QUANT_BITS, "weight-scale": 1.0, "weight-key": "num-examples"},
-        )
+        stages[MASK]["bytes-down"] += rec(MASK, **id_map_values(cts, "ct-ids", "cts"))
         delta = rng.normal(0.0, 0.05, size - 1).astype(np.float32)
         (values, clipped), dt = _timed(lambda delta=delta: encoding.encode(delta, 0.5, rng))
         encode_s.append(dt)
@@ -198,15 +198,21 @@ def staged_round(n: int, size: int, *, drop: float, seed: int = 0) -> dict[str, 
         unpack_s += dt
     stages[MASK]["client-s"] = sum(encode_s) + sum(mask_s)
 
+    alive = server.close_inputs()
+    for node in alive:
+        stages[SIGN]["bytes-down"] += rec(SIGN, survivors=ids_to_bytes(alive))
+        sig, dt = _timed(lambda node=node: clients[node].sign_survivors(
+            alive, trust[node], round_=1, session=session))  # fmt: skip
+        stages[SIGN]["client-s"] += dt
+        stages[SIGN]["bytes-up"] += _record_size({"sig": sig})
+        server.add_signature(node, sig)
     responses, respond_s = {}, []
-    for node in sorted(server.masked):
-        survivors, gone = server.unmask_request(node)
-        stages[UNMASK]["bytes-down"] += rec(
-            UNMASK, survivors=ids_to_bytes(survivors), dropped=ids_to_bytes(gone)
-        )
+    signers = id_map_values(server.signatures, "signer-ids", "signatures")
+    for node in alive:
+        stages[UNMASK]["bytes-down"] += rec(UNMASK, survivors=ids_to_bytes(alive), **signers)
         responses[node], dt = _timed(
-            lambda node=node, survivors=survivors, gone=gone: clients[node].unmask(
-                survivors, gone, round_=1, session=session
+            lambda node=node: clients[node].unmask(
+                alive, server.signatures, trust[node], round_=1, session=session
             )
         )
         respond_s.append(dt)
@@ -224,6 +230,7 @@ def staged_round(n: int, size: int, *, drop: float, seed: int = 0) -> dict[str, 
         "params": size - 1,
         "degree": degree,
         "threshold": threshold,
+        "quorum": params.quorum,
         "dropped-after-sharing": len(dropped),
         "survivors": survivors_n,
         "mod-bits": mod_bits,
@@ -239,6 +246,7 @@ def staged_round(n: int, size: int, *, drop: float, seed: int = 0) -> dict[str, 
         "client-mask-input-s-mean": statistics.mean(mask_s),
         "server-unpack-s": unpack_s,
         "server-unmask-s": unmask_s,
+        "client-sign-s-sum": stages[SIGN]["client-s"],
         "client-unmask-s-mean": statistics.mean(respond_s),
         "client-unmask-s-max": max(respond_s),
         "client-unmask-s-sum": sum(respond_s),
@@ -251,41 +259,35 @@ def client_masking(size: int, neighbours: int, repeats: int) -> dict[str, Any]:
     """``encode`` + ``mask_input`` of one client with ``neighbours`` neighbours, and its parts."""
     from flwr_privacy.secagg.crypto import new_session
     from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits, pack
-    from flwr_privacy.secagg.graph import harary
+    from flwr_privacy.secagg.floors import ClientFloors
+    from flwr_privacy.secagg.graph import new_graph_seed
     from flwr_privacy.secagg.protocol import (  # the private helpers mask_input uses
         ClientSession,
+        RoundParams,
         ServerRound,
         _apply_pair,
         _pair_stream,
         self_mask,
+        simulated_trust,
     )
 
     nodes = list(range(1, neighbours + 2))  # the complete graph: every node has k neighbours
     mod_bits = modulus_bits(QUANT_BITS, 100)
-    server = ServerRound(
-        round=1,
-        session=new_session(),
-        threshold=majority(neighbours),
-        mod_bits=mod_bits,
-        size=size + 1,
-        graph=harary(nodes, neighbours),
-    )
-    clients = {
-        n: ClientSession.start(
-            node=n,
-            round_=1,
-            session=server.session,
-            threshold=server.threshold,
-            neighbours=server.graph[n],
-            mod_bits=mod_bits,
-            size=size + 1,
-        )
-        for n in nodes
-    }
+    trust = simulated_trust(nodes)
+    params = RoundParams(
+        session=new_session(), round=1, participants=tuple(nodes),
+        identities=tuple(trust[n].key.identity for n in nodes), degree=neighbours,
+        graph_seed=new_graph_seed(), threshold=majority(neighbours), mod_bits=mod_bits,
+        size=size + 1, encoding={"kind": "fixed", "quant-bits": QUANT_BITS},
+    )  # fmt: skip
+    server = ServerRound(params)
+    clients = {n: ClientSession.start(node=n, params=params, trust=trust[n],
+                                      floors=ClientFloors(min_neighbours=1)) for n in nodes}
     for n, c in clients.items():
-        server.add_keys(n, c.public_keys)
+        server.add_advert(n, c.advert(trust[n]))
     for n, c in clients.items():
-        server.add_shares(n, c.share_keys(server.keys_for(n), round_=1, session=server.session))
+        server.add_shares(n, c.share_keys(server.adverts_for(n), trust[n], round_=1,
+                                          session=params.session))  # fmt: skip
     me, cts = nodes[0], server.shares_for(nodes[0])
     rng = np.random.default_rng(1)
     delta = rng.normal(0.0, 0.05, size).astype(np.float32)
@@ -296,7 +298,7 @@ def client_masking(size: int, neighbours: int, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         (values, _), dt = _timed(lambda: encoding.encode(delta, 0.5, rng))
         parts["encode"].append(dt)
-        session = dataclasses.replace(clients[me])  # a fresh copy at stage 'shares'
+        session = dataclasses.replace(clients[me], stage="shares")  # a fresh copy at 'shares'
         _, dt = _timed(
             lambda s=session, v=values: s.mask_input(v, cts, round_=1, session=s.session)
         )

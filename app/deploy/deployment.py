@@ -33,6 +33,7 @@ from app.deploy.flwr_cli import FlwrCli, toml_overrides, write_connection
 from app.deploy.procs import Proc, ProcessFailed, free_port, start, stop
 from app.keys import CLIENT_FILE, SERVER_FILE, generate
 from flwr_privacy.he import BundleError, KeyBundle
+from flwr_privacy.secagg.identity import NODE_KEY, NODE_ROSTER, enrol
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTION = "local-deploy"
@@ -196,9 +197,13 @@ class LocalDeployment:
         return node
 
     def node_config(self, partition_id: int, num_partitions: int, **extra: Any) -> dict[str, Any]:
-        """Partition, HE client bundle and any task keys (e.g. ``mcsn.data-dir``)."""
+        """Partition, HE client bundle, SecAgg+ key and roster, task keys (``mcsn.data-dir``)."""
         bundle = {"he-client-bundle": str(self.client_bundle)} if self.client_bundle else {}
-        return {"partition-id": partition_id, "num-partitions": num_partitions, **bundle, **extra}
+        # SecAgg+ trust anchor: the operator's roster and this node's own signing key
+        key, roster = enrol(self.out / "supernodes" / "secagg", f"supernode-{partition_id}")
+        anchor = {NODE_KEY: str(key), NODE_ROSTER: str(roster)}
+        return {"partition-id": partition_id, "num-partitions": num_partitions, **bundle,
+                **anchor, **extra}  # fmt: skip
 
     def start_node(self, node: Node) -> None:
         """Start a SuperNode and wait until the SuperLink accepted it; raise NodeRefused if not."""

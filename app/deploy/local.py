@@ -34,8 +34,9 @@ class RunFailed(RuntimeError):
 
 
 def run_config_for(dep: LocalDeployment, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The run config the SuperLink gets: HE backend, the *server* bundle, absolute output dir."""
-    he = {"he.backend": dep.backend}
+    """The run config the SuperLink gets: HE backend, the *server* bundle, absolute output dir;
+    SecAgg+ with the SuperNodes' own keys (``secagg.trust = "roster"``)."""
+    he: dict[str, Any] = {"he.backend": dep.backend, "secagg.trust": "roster"}
     if dep.server_bundle is not None:
         he["he.server-bundle"] = str(dep.server_bundle)
     return {**he, "output-dir": str(dep.out / "results"), **overrides}

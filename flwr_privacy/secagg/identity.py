@@ -171,6 +171,22 @@ def make_roster(identities: Iterable[str], out_dir: str | Path) -> Roster:
     return roster
 
 
+def enrol(directory: str | Path, identity: str) -> tuple[Path, Path]:
+    """Add one client to the roster in ``directory`` (made if new): its key path, the roster's.
+
+    For operators who admit clients one at a time; ``make_roster`` makes a whole roster.
+    """
+    d = Path(directory)
+    path = d / ROSTER_FILE
+    members = dict(Roster.load(path).members) if path.exists() else {}
+    key = SigningKey.generate(identity)
+    members[key.identity] = key.public
+    key_path = key.save(d / f"{key.identity}.key")
+    tmp = Roster(members).save(d / f".{ROSTER_FILE}.tmp")
+    os.replace(tmp, path)
+    return key_path, path
+
+
 @dataclass(frozen=True)
 class Trust:
     """What a client signs with and checks against; ``simulated`` when the server dealt it."""

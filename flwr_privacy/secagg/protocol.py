@@ -116,6 +116,14 @@ class RoundParams:
             raise SecAggError("the participant and identity lists do not pair up")
 
     def digest(self) -> bytes:
+        """SHA-256 of every field (cached: it is signed and checked many times a round)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            cached = self._compute_digest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
+
+    def _compute_digest(self) -> bytes:
         body = {
             "session": self.session.hex(),
             "round": self.round,

@@ -187,7 +187,7 @@ class SecAggPlus(StrategyWrapper):
         messages = []
         for node, record in records.items():
             body = content[node] if content is not None else RecordDict()
-            body[SECAGG_RECORD] = record
+            body[SECAGG_RECORD] = self._with_trust(record)
             stats.bytes_down += content_bytes(body)
             messages.append(Message(content=body, message_type=MessageType.TRAIN, dst_node_id=node))
         start = time.perf_counter()
@@ -214,6 +214,12 @@ class SecAggPlus(StrategyWrapper):
             log(WARNING, "SecAgg+ %s: node %d left out: %s", stage, node, why)
         stats.failed.update(failed)
         return out
+
+    def _with_trust(self, record: ConfigRecord) -> ConfigRecord:
+        """Under simulated trust, every stage names where the dealt keys are."""
+        if self._sim is not None:
+            record[SIM_TRUST_DIR] = str(self._sim.directory)
+        return record
 
     def _learn_identities(self, nodes: list[int]) -> list[int]:
         """Roster identities of ``nodes`` (a hello for new ones); the nodes that have one."""
@@ -330,9 +336,8 @@ class SecAggPlus(StrategyWrapper):
         for attempt in range(self.secagg.max_restarts + 1):
             self._rounds = self._setup(server_round, nodes, size)
             members = {n: r for r in self._rounds.values() for n in r.graph}
-            extra = {SIM_TRUST_DIR: str(self._sim.directory)} if self._sim is not None else {}
             keys = self._exchange(KEYS, {
-                n: stage_record(KEYS, server_round, r.session, **r.params.to_record(), **extra)
+                n: stage_record(KEYS, server_round, r.session, **r.params.to_record())
                 for n, r in members.items()
             })  # fmt: skip
             for node, record in keys.items():
@@ -346,7 +351,7 @@ class SecAggPlus(StrategyWrapper):
                     log(WARNING, "SecAgg+ keys: %s", e)
             share_requests = {
                 node: stage_record(SHARES, server_round, rnd.session,
-                                   **adverts_values(rnd.adverts_for(node)), **extra)
+                                   **adverts_values(rnd.adverts_for(node)))
                 for node, rnd in members.items() if node in rnd.adverts
             }  # fmt: skip
             shares = self._exchange(SHARES, share_requests)
@@ -384,11 +389,10 @@ class SecAggPlus(StrategyWrapper):
             if group is None or node not in group.shares:
                 continue  # dropped before sharing: left out of the round
             msg.content = RecordDict(dict(msg.content))  # Flower's messages share one content
-            extra = {SIM_TRUST_DIR: str(self._sim.directory)} if self._sim is not None else {}
-            msg.content[SECAGG_RECORD] = stage_record(
+            msg.content[SECAGG_RECORD] = self._with_trust(stage_record(
                 MASK, server_round, group.session,
-                **id_map_values(group.shares_for(node), "ct-ids", "cts"), **extra,
-            )  # fmt: skip
+                **id_map_values(group.shares_for(node), "ct-ids", "cts"),
+            ))  # fmt: skip
             out.append(msg)
         self._mask_messages = out  # their ids (set when pushed) name a reply's destination
         self._stats[MASK] = StageStats(messages=len(out))

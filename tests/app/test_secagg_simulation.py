@@ -10,9 +10,9 @@ from app.simulation import simulate
 BASE = {"num-server-rounds": 3, "local-epochs": 1, "fraction-evaluate": 0.0, "batch-size": 32}
 
 
-def _run(tmp_path: Path, name: str, **overrides: object) -> dict:
+def _run(tmp_path: Path, name: str, nodes: int = 5, **overrides: object) -> dict:
     out = tmp_path / name
-    return simulate(BASE | {"output-dir": str(out)} | overrides, num_supernodes=5)
+    return simulate(BASE | {"output-dir": str(out)} | overrides, num_supernodes=nodes)
 
 
 def test_secagg_trains_the_model_plaintext_fedavg_trains(tmp_path: Path) -> None:
@@ -25,15 +25,17 @@ def test_secagg_trains_the_model_plaintext_fedavg_trains(tmp_path: Path) -> None
     for r in masked["rounds"]:
         sa = r["secagg"]
         assert sa["aggregated"] and sa["masked"] == 5 and sa["threshold"] == {"0": 3}
+        assert sa["signed"] == 5 and sa["trust"] == "simulated"
         assert sa["stages"]["mask"]["bytes-up"] > 0 and sa["stages"]["keys"]["messages"] == 5
 
 
 def test_secagg_with_edges_runs_one_instance_per_edge(tmp_path: Path) -> None:
-    results = _run(
-        tmp_path, "edges", **{"secagg.enabled": True, "hierarchy.edges": 2, "num-server-rounds": 1}
-    )
+    # 8 clients: edges of 4, so each client has the 3 neighbours its default floor asks for
+    results = _run(tmp_path, "edges", nodes=8,
+                   **{"secagg.enabled": True, "hierarchy.edges": 2, "num-server-rounds": 1})
     assert results["status"] == "completed"
-    assert results["rounds"][0]["secagg"]["groups"] == 2
+    sa = results["rounds"][0]["secagg"]
+    assert sa["groups"] == 2 and sa["aggregated"] and sa["masked"] == 8
 
 
 @pytest.mark.parametrize(

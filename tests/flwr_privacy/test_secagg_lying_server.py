@@ -9,6 +9,7 @@ reason the client gives.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from flwr_privacy.dp.ddg import (
 from flwr_privacy.mods.secagg import ddg_plan_of
 from flwr_privacy.secagg.crypto import KeyPair, SecAggError
 from flwr_privacy.secagg.identity import SigningKey
-from flwr_privacy.secagg.protocol import Advert, RoundParams, ServerRound, advert_message
+from flwr_privacy.secagg.protocol import Advert, ServerRound, advert_message
 from flwr_privacy.secagg.stages import KEYS, stage_record
 from tests.flwr_privacy.secagg_harness import BITS, CLIP, SIZE, Federation, delta, error
 
@@ -81,7 +82,7 @@ def test_an_unknown_node_among_the_participants_stops_the_round(tmp_path: Path) 
     p = f.params()
     names = list(p.identities)
     names[-1] = "mallory"  # a server-run node the operator never admitted
-    lying = RoundParams(**{**p.__dict__, "identities": tuple(names)})
+    lying = replace(p, identities=tuple(names))
     reason = error(f.send(f.nodes[0], stage_record(KEYS, 1, p.session, **lying.to_record())))
     assert "['mallory'] are not in the roster (unknown nodes)" in reason
 
@@ -167,7 +168,7 @@ def test_a_per_client_threshold_above_the_floor_breaks_every_signature(tmp_path:
     f = Federation(10, tmp_path)
     server = ServerRound(f.params(threshold=5))
     victim = f.nodes[0]
-    lying = RoundParams(**{**server.params.__dict__, "threshold": 6})
+    lying = replace(server.params, threshold=6)
     f.keys(server, params_for={victim: lying})
     replies = f.shares(server)
     assert f"the keys of neighbour {victim}" in error(replies[f.nodes[1]])

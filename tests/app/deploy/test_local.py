@@ -88,6 +88,10 @@ def test_superlink_side_never_gets_a_secret_key(launched: dict[str, Any]) -> Non
     handed = json.dumps([summary["run-config"], summary["superlink"]["argv"]])
     assert str(client_bundle) not in handed and secret not in handed
     assert fab_secrets(ROOT) == []  # the app bundle `flwr run .` uploads
+    # nor a SecAgg+ signing key: those go to each SuperNode's node config only
+    signing = [p.read_text() for p in (out / "supernodes" / "secagg").glob("*.key")]
+    assert signing and all(k not in handed for k in signing)
+    assert all(not path.is_relative_to(out / "supernodes") for path in given)
 
 
 def test_launcher_stopped_every_process_it_started(launched: dict[str, Any]) -> None:

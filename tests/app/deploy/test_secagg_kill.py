@@ -3,9 +3,9 @@
 A SuperLink (TLS, node authentication) and 4 SuperNodes run 2 SecAgg+ rounds
 (4 clients: the complete graph, threshold 2). The victim's SuperNode starts its
 ClientApp processes through a ``flwr-clientapp`` wrapper first on its PATH: the
-process for its 8th train message (round 2's 4th stage, ``unmask``; stages are
-keys, shares, masked input, unmask) freezes instead of running and leaves a
-file; the test then SIGKILLs that SuperNode and everything it started. The
+process for its 11th train message (round 2's ``unmask``; round 1 is hello, keys,
+shares, masked input, sign, unmask, round 2 the same without hello) freezes instead of
+running and leaves a file; the test then SIGKILLs that SuperNode and everything it started. The
 timing is fixed by the protocol, not by a race: the masked input was sent
 before the server could ask for unmasking, and the frozen process never answers.
 
@@ -39,8 +39,9 @@ from app.results import PLAIN_MODEL
 from app.simulation import simulate
 
 NODES, ROUNDS, VICTIM = 4, 2, 3
-STAGES = 4  # train messages a node gets per SecAgg+ round: keys, shares, masked input, unmask
-FREEZE_AT = STAGES * ROUNDS  # round 2's unmask request
+# train messages a node gets: round 1 hello (its roster identity), keys, shares, masked input,
+# sign (the survivor set), unmask; round 2 the same without hello
+FREEZE_AT = 6 + 5  # round 2's unmask request
 TRAIN_IN, TRAIN_OUT = "Receiving: train message", "Sending: train message"
 RUN = {"num-server-rounds": ROUNDS, "local-epochs": 1, "fraction-evaluate": 0.0,
        "min-clients": NODES, "seed": 0, "secagg.enabled": True}  # fmt: skip
@@ -121,8 +122,8 @@ def test_killed_node_sent_its_masked_input_and_never_answered_unmasking(
     killed_run: dict[str, Any],
 ) -> None:
     victim: Node = killed_run["victim"]
-    # 7 train replies out (keys, shares, masked input twice ... round 2's masked input), the
-    # 8th request (round 2's unmask) in and frozen: killed between the two stages.
+    # 10 train replies out (round 1's six stages, then round 2's keys, shares, masked input and
+    # its signature on the survivors), the 11th request (round 2's unmask) in and frozen.
     assert killed_run["seen"] == {"in": FREEZE_AT, "out": FREEZE_AT - 1}
     assert killed_run["frozen"] == str(FREEZE_AT)
     assert victim.events[-1]["event"] == "crashed"
@@ -140,7 +141,8 @@ def test_round_with_the_kill_unmasks_the_victim_as_a_survivor(killed_run: dict[s
         f"unmask failed {killed['stages']['unmask']['failed']}, threshold "
         f"{killed['threshold']}; round seconds {[round(r['seconds']) for r in rounds]}"
     )
-    assert first["aggregated"] and first["masked"] == NODES
+    assert first["aggregated"] and first["masked"] == NODES and first["trust"] == "roster"
+    assert killed["signed"] == NODES  # the victim signed the survivor set, then froze
     assert all(not s["failed"] for s in first["stages"].values())
     assert killed["aggregated"] is True
     assert killed["sampled"] == killed["shared"] == killed["masked"] == NODES  # victim's input used
