@@ -120,6 +120,11 @@ def train_on(
         return _train_encrypted(msg, task, settings, data)
     model = _model(task, msg)
     dp = dp_settings(msg)  # the record of the server's BudgetGuard
+    pinned = context.node_config.get("dp-mode")  # the operator's word, not the server's
+    if pinned is not None and (dp is None or dp.mode != pinned):
+        asked = dp.mode if dp else "no DP"
+        return declined(msg, f"this SuperNode's node config pins dp-mode = {pinned!r}, but the "
+                             f"server asks for {asked!r}: refused")  # fmt: skip
     if dp is not None and dp.on_clients:  # client-side DP (README: "Differential privacy")
         try:
             metrics = train_private(task, model, data, settings.train, msg, context, dp)

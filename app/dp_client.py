@@ -44,8 +44,11 @@ def ddg_plan(msg: Message) -> DdgPlan | None:
     """The distributed discrete Gaussian plan of this round, if any: written by ``secagg_mod``
     from the round's signed parameters, with the honest count the client verified."""
     record = msg.content.config_records.get(SECAGG_RECORD)
-    if record is None or record.get("encoding") != "ddg":
+    if record is None:
         return None
+    if record.get("encoding") != "ddg":  # a signed fixed-point round: nobody adds noise
+        raise BudgetExhausted("distributed DP asked for, but this SecAgg+ round's signed "
+                              "parameters encode fixed-point updates without noise: refused")
     return DdgPlan.from_record(record)
 
 

@@ -11,7 +11,9 @@ subprocess so neither warms the other's caches. Both use the same n, degree
 ``default_degree(n)``, majority threshold, 16-bit values and 10 % of the clients dropping
 after sharing; the unmasked sum is checked against the plain sum. Reported per n: the
 median seconds of each stage summed over all clients (what a round costs on one machine),
-the round total and its ratio new / baseline, the upload bytes per parameter of a masked
+the round total and its ratio new / baseline, the critical path (the slowest client of
+each client stage, clients in parallel, plus the server's serial work; no network) and its
+ratio, the upload bytes per parameter of a masked
 input, and the extra protocol bytes (signatures, commitments, the survivor set and the
 quorum of signatures). n = 1000 uses ``--params-1000`` values (the added stages do not
 depend on the model size).
@@ -38,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 QUANT_BITS, DROP = 16, 0.1
+CLIENT_STAGES = ("keys", "shares", "mask", "sign", "unmask-replies")
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -70,10 +73,12 @@ def staged(n: int, size: int, seed: int) -> dict[str, Any]:
     inputs = {i: rng.integers(0, 2**QUANT_BITS, size=size).astype(np.uint32) for i in nodes}
     dropped = set(random.Random(seed + 1).sample(nodes, round(DROP * n)))
     sec: dict[str, float] = {}
+    peak: dict[str, float] = {}  # the slowest client's seconds in each client stage
     extra_bytes: dict[str, float] = {}
 
     def add(stage: str, dt: float) -> None:
         sec[stage] = sec.get(stage, 0.0) + dt
+        peak[stage] = max(peak.get(stage, 0.0), dt)
 
     if new:
         from flwr_privacy.secagg.floors import ClientFloors
@@ -160,6 +165,10 @@ def staged(n: int, size: int, seed: int) -> dict[str, Any]:
         "clients": n, "params": size - 1, "degree": k, "threshold": t,
         "quorum": params.quorum if new else None,
         "seconds": sec, "round-s": sum(sec.values()),
+        # clients in parallel (each on its own machine), the server serial; no network
+        "critical-path-s": sum(peak[s] for s in CLIENT_STAGES if s in peak)
+        + sum(v for s, v in sec.items() if s not in CLIENT_STAGES),
+        "slowest-client-s": {s: peak[s] for s in CLIENT_STAGES if s in peak},
         "upload-bytes-per-param": upload / (size - 1),
         "extra-bytes-per-client": extra_bytes, "sum-correct": bool(correct),
     }  # fmt: skip
@@ -211,20 +220,26 @@ def main() -> None:
                           f"{ {k: round(v, 3) for k, v in r['seconds'].items()} } "
                           f"correct={r['sum-correct']}", flush=True)  # fmt: skip
             med = {k: statistics.median(r["round-s"] for r in v) for k, v in runs.items()}
+            crit = {k: statistics.median(r["critical-path-s"] for r in v)
+                    for k, v in runs.items()}  # fmt: skip
             new = runs["lying-server"][-1]
             rows.append({
                 "clients": n, "params": size - 1, "runs": runs,
                 "median-round-s": med,
                 "ratio-lying-over-curious": med["lying-server"] / med["curious-server"],
+                "median-critical-path-s": crit,
+                "critical-path-ratio": crit["lying-server"] / crit["curious-server"],
                 "added-stages-s": {k: statistics.median(r["seconds"].get(k, 0.0) for r in
                                                         runs["lying-server"])
                                    for k in ("sign", "unmask-replies")},
                 "upload-bytes-per-param": new["upload-bytes-per-param"],
                 "extra-bytes-per-client": new["extra-bytes-per-client"],
             })  # fmt: skip
-            print(f"n={n}: median round {med['curious-server']:.2f} s -> "
-                  f"{med['lying-server']:.2f} s, ratio {rows[-1]['ratio-lying-over-curious']:.3f}",
-                  flush=True)  # fmt: skip
+            print(f"n={n}: median round (all parties, one process) {med['curious-server']:.2f} s "
+                  f"-> {med['lying-server']:.2f} s, "
+                  f"ratio {rows[-1]['ratio-lying-over-curious']:.3f}; "
+                  f"critical path {crit['curious-server']:.2f} -> {crit['lying-server']:.2f} s, "
+                  f"ratio {rows[-1]['critical-path-ratio']:.3f}", flush=True)  # fmt: skip
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
                        capture_output=True)  # fmt: skip

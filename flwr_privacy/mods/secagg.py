@@ -168,6 +168,8 @@ def make_secagg_mod(
             raise SecAggError(f"{who}: unknown SecAgg stage {stage!r}")
         except SecAggError as e:
             return _failed(msg, str(e))
+        except (ValueError, TypeError, KeyError, OverflowError) as e:  # a malformed value
+            return _failed(msg, f"{who}: malformed SecAgg record ({type(e).__name__}: {e})")
 
     return secagg_mod
 
@@ -245,12 +247,19 @@ def _encode(delta: np.ndarray, params: RoundParams, metrics: Mapping[str, Any], 
     scale = _finite(enc.get("weight-scale"), "weight-scale", who)
     encoding = FixedPoint(clip=_finite(enc.get("clip"), "clip", who),
                           quant_bits=int(enc["quant-bits"]))  # fmt: skip
+    if encoding.weight(min(raw / scale, 1.0))[0] == 0:  # it would add nothing to the sum
+        raise SecAggError(f"{who}: its weight '{weight_key}' = {raw!r} over the weight scale "
+                          f"{scale!r} rounds to 0: a sum with it would carry the others' "
+                          "updates only; refused")  # fmt: skip
     return encoding.encode(delta, min(raw / scale, 1.0), rng)
 
 
 def _inner_message(msg: Message, state: ClientSession, who: str) -> Message:
-    """The message the inner mods and train see: a DDG plan with the verified honest count."""
+    """The message the inner mods and train see: the server's record replaced by what this
+    client verified (the signed encoding; for distributed DP the plan with the honest count
+    it checked). Nothing of the mask-stage record reaches them unverified."""
     if state.params.encoding.get("kind") != "ddg":
+        msg.content[SECAGG_RECORD] = ConfigRecord({"encoding": "fixed"})
         return msg
     plan = ddg_plan_of(state.params, who)
     msg.content[SECAGG_RECORD] = ConfigRecord({"encoding": "ddg", **plan.to_record()})

@@ -363,17 +363,23 @@ class ClientSession:
 
     def share_keys(self, adverts: Mapping[int, Advert], trust: Trust, *, round_: int,
                    session: bytes) -> dict[int, bytes]:  # fmt: skip
-        """Stage 2: verify neighbours' signed keys; encrypted shares of ``b`` and ``s`` for each."""
+        """Stage 2: verify every neighbour's signed keys; encrypted shares of ``b`` and ``s``.
+
+        Keys from *every* neighbour of the signed graph are required: a server that hid some
+        could otherwise cut the graph the clients mask over into small pieces and unmask
+        each piece's sum (a keys-stage dropout makes the server restart without it).
+        """
         self._expect("keys", round_, session)
         unknown = set(adverts) - set(self.neighbours)
         if unknown:
             raise SecAggError(f"node {self.node}: keys of non-neighbours {sorted(unknown)}")
-        present = sorted(adverts)
-        if len(present) < self.threshold:
+        missing = sorted(set(self.neighbours) - set(adverts))
+        if missing:
             raise SecAggError(
-                f"node {self.node}: only {len(present)} neighbours advertised keys, fewer than "
-                f"the threshold {self.threshold}"
+                f"node {self.node}: no keys from neighbours {missing[:8]} of the round's graph "
+                "(hidden by the server, or they dropped): refusing to share with fewer"
             )
+        present = sorted(adverts)
         digest = self.params.digest()
         checked = {}
         for j in present:
@@ -513,9 +519,20 @@ class ClientSession:
                               f"the quorum {q} of {len(self.params.participants)} participants: "
                               "refusing to unmask")  # fmt: skip
         message = survivors_message(self.params.digest(), alive)
-        for j in signers:
-            trust.roster.verify(self.params.identity_of(j), message, signatures[j],
-                                who=f"{who}: the survivor-set signature of node {j}")  # fmt: skip
+        valid, bad = 0, []
+        for j in signers:  # a quorum of valid ones is all it needs: stop there
+            try:
+                trust.roster.verify(self.params.identity_of(j), message, signatures[j],
+                                    who=f"{who}: the survivor-set signature of node {j}")
+                valid += 1
+            except SecAggError:
+                bad.append(j)
+            if valid >= q:
+                break
+        if valid < q:
+            raise SecAggError(f"{who}: {valid} valid signatures on the survivor set, fewer than "
+                              f"the quorum {q}; bad signature from nodes {bad[:8]}: refusing to "
+                              "unmask")  # fmt: skip
         self.stage = "unmasked"  # before answering: a second request is always refused
         out = {}
         for j in sorted(self.public):

@@ -332,8 +332,13 @@ class SecAggPlus(StrategyWrapper):
         return None
 
     def _keys_and_shares(self, server_round: int, nodes: list[int], size: int) -> None:
-        """Stages 1-2; restarted without nodes that advertised but did not share."""
+        """Stages 1-2; restarted without nodes that did not advertise, or did not share.
+
+        Every client requires the keys, then the shares, of all its neighbours in the signed
+        graph, so a dropout in either stage means a restart with fresh parameters.
+        """
         for attempt in range(self.secagg.max_restarts + 1):
+            last = attempt == self.secagg.max_restarts
             self._rounds = self._setup(server_round, nodes, size)
             members = {n: r for r in self._rounds.values() for n in r.graph}
             keys = self._exchange(KEYS, {
@@ -349,6 +354,10 @@ class SecAggPlus(StrategyWrapper):
                 except SecAggError as e:
                     self._stats[KEYS].failed[node] = str(e)
                     log(WARNING, "SecAgg+ keys: %s", e)
+            advertisers = sorted(n for r in self._rounds.values() for n in r.adverts)
+            if self._restart(server_round, attempt, set(members), advertisers, "advertise keys"):
+                nodes = advertisers
+                continue
             share_requests = {
                 node: stage_record(SHARES, server_round, rnd.session,
                                    **adverts_values(rnd.adverts_for(node)))
@@ -362,13 +371,20 @@ class SecAggPlus(StrategyWrapper):
                     self._stats[SHARES].failed[node] = str(e)
                     log(WARNING, "SecAgg+ shares: %s", e)
             sharers = sorted(n for r in self._rounds.values() for n in r.shares)
-            missing = sorted(set(members) - set(sharers))
-            if not missing or attempt == self.secagg.max_restarts or len(sharers) < 2:
+            if last or not self._restart(server_round, attempt, set(members), sharers, "share"):
                 return
-            self._report["restarts"] = attempt + 1
-            log(INFO, "SecAgg+ round %d: %d node(s) did not advertise and share (%s): restarting "
-                "the key stages without them", server_round, len(missing), missing[:5])  # fmt: skip
             nodes = sharers
+
+    def _restart(self, server_round: int, attempt: int, members: set[int], kept: list[int],
+                 what: str) -> bool:  # fmt: skip
+        """Whether stages 1-2 restart with ``kept``: some members did not ``what``."""
+        missing = sorted(members - set(kept))
+        if not missing or attempt == self.secagg.max_restarts or len(kept) < 2:
+            return False
+        self._report["restarts"] = attempt + 1
+        log(INFO, "SecAgg+ round %d: %d node(s) did not %s (%s): restarting the key stages "
+            "without them", server_round, len(missing), what, missing[:5])  # fmt: skip
+        return True
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -506,7 +522,9 @@ class SecAggPlus(StrategyWrapper):
         for group, rnd in self._rounds.items():
             if not rnd.masked or group in problems:
                 continue
-            signers = id_map_values(rnd.signatures, "signer-ids", "signatures")
+            # a quorum is all a client checks: send that many (the first by node id)
+            quorum = dict(sorted(rnd.signatures.items())[: rnd.params.quorum])
+            signers = id_map_values(quorum, "signer-ids", "signatures")
             survivors = ids_to_bytes(rnd.survivors)
             for node in rnd.signatures:
                 requests[node] = stage_record(UNMASK, server_round, rnd.session,

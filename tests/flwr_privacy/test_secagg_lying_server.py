@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 
 from flwr_privacy.dp.ddg import (
@@ -28,7 +29,7 @@ from flwr_privacy.mods.secagg import ddg_plan_of
 from flwr_privacy.secagg.crypto import KeyPair, SecAggError
 from flwr_privacy.secagg.identity import SigningKey
 from flwr_privacy.secagg.protocol import Advert, ServerRound, advert_message
-from flwr_privacy.secagg.stages import KEYS, stage_record
+from flwr_privacy.secagg.stages import KEYS, MASK, id_map_values, stage_record
 from tests.flwr_privacy.secagg_harness import BITS, CLIP, SIZE, Federation, delta, error
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -75,6 +76,19 @@ def test_key_substitution_is_refused_at_the_share_stage_naming_the_neighbour(
     shown = {**server2.adverts_for(victim2), other2: Advert(c.public, s.public, real2.commit,
                                                             forged)}  # fmt: skip
     assert "bad signature" in error(f2.shares(server2, {victim2: shown})[victim2])
+
+
+def test_hidden_neighbour_keys_are_refused_at_the_share_stage(tmp_path: Path) -> None:
+    # Showing each client only t of its neighbours' keys would let the server cut the graph
+    # the clients mask over into pieces (pairs of honest clients) and unmask each piece's sum
+    # while every client signs one survivor set: every neighbour's keys are required.
+    f = Federation(10, tmp_path)
+    server = ServerRound(f.params())
+    f.keys(server)
+    victim = f.nodes[0]
+    only_t = dict(list(server.adverts_for(victim).items())[: server.threshold])
+    reason = error(f.shares(server, {victim: only_t})[victim])
+    assert "no keys from neighbours" in reason and "refusing to share with fewer" in reason
 
 
 def test_an_unknown_node_among_the_participants_stops_the_round(tmp_path: Path) -> None:
@@ -271,3 +285,44 @@ def test_an_incomplete_dp_plan_and_a_second_masked_input_are_refused(tmp_path: P
     again = f.params()  # round 1 again, fresh session: a second input of the same round
     reason = error(f.send(f.nodes[0], stage_record(KEYS, 1, again.session, **again.to_record())))
     assert "already masked an input in round 1" in reason
+
+
+def test_the_app_sees_only_what_the_client_verified_of_the_mask_record(tmp_path: Path) -> None:
+    # a fixed-point round; the server slips a fake DP plan (honest = 1000) into the mask record
+    f = Federation(5, tmp_path)
+    server = ServerRound(f.params())
+    f.keys(server)
+    f.shares(server)
+    seen = []
+    inner = f._train
+
+    def train(msg, context):  # type: ignore[no-untyped-def]
+        seen.append(dict(msg.content.config_records["flwr-privacy.secagg"]))
+        return inner(msg, context)
+
+    f._train = train  # type: ignore[method-assign]
+    fake = DdgPlan(gamma=1e-3, sigma=0.5, l2_sensitivity=1.0, honest=1000, dim=SIZE, bits=20)
+    node = f.nodes[0]
+    content = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(SIZE, np.float32))})})
+    record = stage_record(MASK, 1, server.session, encoding="ddg", **fake.to_record(),
+                          **id_map_values(server.shares_for(node), "ct-ids", "cts"))  # fmt: skip
+    assert not f.send(node, record, content).has_error()
+    assert seen == [{"encoding": "fixed"}]  # the signed encoding, nothing the server slipped in
+
+
+def test_a_weight_that_rounds_to_zero_and_malformed_values_are_refused(tmp_path: Path) -> None:
+    # a huge weight scale would make every other client add nothing: a "sum" of one update
+    f = Federation(5, tmp_path)
+    enc = {"kind": "fixed", "clip": CLIP, "quant-bits": BITS, "weight-key": "num-examples",
+           "weight-scale": 1e9}  # fmt: skip
+    server = ServerRound(f.params(encoding=enc))
+    f.keys(server)
+    f.shares(server)
+    assert "rounds to 0" in error(f.mask(server)[f.nodes[0]])
+    # bytes where a number belongs, a round past 2^64: the mod's error reply, no exception
+    p = f.params(encoding={**enc, "weight-scale": b"\x00"})
+    assert "malformed SecAgg record" in error(
+        f.send(f.nodes[1], stage_record(KEYS, 1, p.session, **p.to_record())))
+    q = f.params()
+    assert "malformed SecAgg record" in error(
+        f.send(f.nodes[1], stage_record(KEYS, 2**64, q.session, **q.to_record())))
