@@ -18,6 +18,11 @@ input, and the extra protocol bytes (signatures, commitments, the survivor set a
 quorum of signatures). n = 1000 uses ``--params-1000`` values (the added stages do not
 depend on the model size).
 
+``--engine`` instead runs ``benchmarks.secagg_e2e`` (variant ``secagg``) in both checkouts
+through Flower's simulation engine: breast cancer with 10 clients (10 rounds) and the
+synthetic threat task with 100 clients (3 rounds), and reports seconds a round after the
+first, alternating the two.
+
 Writes JSON (default benchmarks/results/secagg_lying_cost.json).
 """
 
@@ -192,6 +197,35 @@ def _run(path: Path, n: int, size: int, seed: int) -> dict[str, Any]:
     return result
 
 
+ENGINE_RUNS = (("breast-cancer", 10, 10), ("mcsn", 100, 3))  # task, clients, rounds
+
+
+def engine(base: Path, repeats: int, out_dir: Path) -> list[dict[str, Any]]:
+    """Seconds a round through Flower's simulation engine (``benchmarks.secagg_e2e``, variant
+    ``secagg``), this checkout and the baseline alternating; rounds after the first."""
+    rows = []
+    for task, n, rounds in ENGINE_RUNS:
+        got: dict[str, list[float]] = {"curious-server": [], "lying-server": []}
+        for rep in range(repeats):
+            for label, path in (("curious-server", base), ("lying-server", ROOT)):
+                out = out_dir / f"engine-{task}-{n}-{label}-{rep}.json"
+                cmd = [sys.executable, "-m", "benchmarks.secagg_e2e", "--task", task,
+                       "--clients", str(n), "--rounds", str(rounds), "--variants", "secagg",
+                       "--out", str(out)]  # fmt: skip
+                env = {**os.environ, "PYTHONPATH": str(path)}
+                subprocess.run(cmd, cwd=path, env=env, check=True, capture_output=True)
+                run = json.loads(out.read_text())["runs"]["secagg"]
+                got[label].append(run["round-s-after-first"])
+                print(f"engine {task} n={n} rep={rep} {label}: {run['round-s-after-first']:.2f} "
+                      f"s/round, accuracy {run['accuracy']:.4f}", flush=True)  # fmt: skip
+        med = {k: statistics.median(v) for k, v in got.items()}
+        rows.append({"task": task, "clients": n, "rounds": rounds, "round-s-after-first": got,
+                     "median": med, "ratio": med["lying-server"] / med["curious-server"]})
+        print(f"engine {task} n={n}: {med['curious-server']:.2f} -> {med['lying-server']:.2f} "
+              f"s/round, ratio {rows[-1]['ratio']:.3f}", flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker()
@@ -202,14 +236,18 @@ def main() -> None:
     ap.add_argument("--params-1000", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--baseline-ref", default="a963a6d")
+    ap.add_argument("--engine", action="store_true",
+                    help="only the simulation-engine comparison (secagg_e2e, 10 and 100 clients)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/secagg_lying_cost.json")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="secagg-baseline-"))
     subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline_ref],
                    cwd=ROOT, check=True, capture_output=True)  # fmt: skip
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
-        for n in args.clients:
+        if args.engine:
+            rows = engine(base, args.repeats, Path(tempfile.mkdtemp(prefix="secagg-engine-")))
+        for n in [] if args.engine else args.clients:
             size = (args.params if n < 1000 else args.params_1000) + 1
             runs: dict[str, list[dict[str, Any]]] = {"curious-server": [], "lying-server": []}
             for rep in range(args.repeats if n < 1000 else 1):

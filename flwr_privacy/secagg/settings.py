@@ -18,7 +18,9 @@ class DistributedDp:
     over the honest survivors alone, ``survivors - (t - 1)``, spends at most
     ``epsilon`` over ``rounds`` rounds: the guarantee holds against the server
     colluding with ``t - 1`` clients and up to ``max_dropouts`` dropouts. A round
-    whose survivors fall short is not aggregated (nothing is released).
+    whose survivors fall short is not aggregated (nothing is released). It runs on
+    the complete graph (``neighbours`` is ignored): clients refuse distributed DP on
+    less, since only then is the released sum over the whole survivor set.
 
     Parameters
     ----------
@@ -59,9 +61,10 @@ class SecAggSettings:
         Shares needed to rebuild a client's secrets, ``t``. An int is absolute; a
         float ``f`` in (0, 1) asks for more than that fraction of a client's ``k``
         neighbours, ``floor(f k) + 1`` (default 0.5: a majority); 1.0 asks for all.
-        A coalition of the server and ``t - 1`` clients learns nothing of an honest
-        client's input; a round with fewer than ``t`` surviving neighbours of any
-        client is not aggregated.
+        A coalition of the server and ``t - 1`` clients learns an honest client's input
+        only inside a sum with other honest inputs (with roster trust, even if the server
+        lies); a round with fewer than ``t`` surviving neighbours of any client is not
+        aggregated. Clients refuse ``t`` below ``floor(k / 2) + 1`` or their own floors.
     neighbours : int
         Degree ``k`` of the SecAgg+ graph; 0 picks about ``2 log2 n`` (the complete
         graph, i.e. SecAgg, for small ``n``).

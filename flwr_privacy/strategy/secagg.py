@@ -4,9 +4,10 @@
 inner strategy's train messages go out (carrying each client's relayed
 shares); ``aggregate_train`` collects the masked inputs, runs the unmasking
 stage and decodes the sum into the new global model. The server learns the
-weighted sum of the updates of the clients that survived (and hence the
-aggregate model, which it may evaluate centrally); never one client's update,
-unless it colludes with ``t`` or more clients.
+weighted sum of the updates of a survivor set a quorum of clients signed (and hence
+the aggregate model, which it may evaluate centrally); with roster trust, never one
+honest client's update even if it lies, unless it colludes with ``t`` or more clients
+(``t`` within each client's floors; README "Secure aggregation" says exactly what holds).
 
 ``groups`` (node -> group, e.g. the edges of a terminal-edge-cloud hierarchy)
 runs one SecAgg+ instance per group: each edge unmasks only its own sum and the
@@ -238,9 +239,14 @@ class SecAggPlus(StrategyWrapper):
                     self._stats[HELLO].failed[node] = str(e)
         return [n for n in nodes if n in self._identities]
 
+    def _degree(self, n: int) -> int:
+        """The graph degree; distributed DP uses the complete graph (clients refuse less: only
+        then is the released sum over the whole survivor set)."""
+        return n - 1 if self.secagg.dp is not None else self.secagg.degree(n)
+
     def _params(self, server_round: int, session: bytes, members: list[int], size: int,
                 mod_bits: int) -> RoundParams:  # fmt: skip
-        k = self.secagg.degree(len(members))
+        k = self._degree(len(members))
         if self._plan is not None:
             encoding: dict[str, Any] = {"kind": "ddg", **self._plan.to_record()}
         else:
@@ -294,7 +300,7 @@ class SecAggPlus(StrategyWrapper):
         """Grid and per-client noise for the whole run, from the first round's clients."""
         dp = self.secagg.dp
         assert dp is not None
-        t = self.secagg.threshold_for(self.secagg.degree(n))
+        t = self.secagg.threshold_for(self._degree(n))
         honest = n - (t - 1) - dp.max_dropouts
         if honest < 1:
             raise ValueError(
