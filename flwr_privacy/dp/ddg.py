@@ -257,6 +257,7 @@ class DdgPlan:
         )  # fmt: skip
 
 
+@lru_cache(maxsize=256)  # a client checks the same plan every round
 def _min_sigma(target: float, delta: float, q: float, rounds: int, sens: float,
                honest: int, dim: int) -> float:  # fmt: skip
     def eps(sigma: float) -> float:
