@@ -11,18 +11,20 @@ from app.simulation import resolve_run_config, simulate
 BASE = {"num-server-rounds": 2, "local-epochs": 1, "fraction-evaluate": 1.0, "batch-size": 32}
 
 
+@pytest.mark.slow
 def test_server_noises_the_encrypted_sum_and_accounts_it(tmp_path: Path) -> None:
-    # Execute: breast cancer, 3 clients, Paillier, central DP with z = 1.5
+    # Execute: breast cancer, 10 clients, Paillier, central DP with z = 1.5 (the noise comes
+    # from a CSPRNG: final accuracy 0.64-0.92 over 8 runs; with 3 clients 0.33-0.88)
     overrides = {"output-dir": str(tmp_path), "he.backend": "paillier", "dp.mode": "central",
                  "dp.noise-multiplier": 1.5, "dp.epsilon": 10.0}  # fmt: skip
-    results = simulate(BASE | overrides, num_supernodes=3)
+    results = simulate(BASE | overrides, num_supernodes=10)
     # Assert: completed, the server never evaluated, its ledger is the RDP epsilon per round
     assert results["status"] == "completed"
     reference, expected = RDPAccountant(), []
     for r in results["rounds"]:
         reference.step(noise_multiplier=1.5, sample_rate=1.0)
         expected.append(reference.get_epsilon(delta=1e-5))
-        assert r["server"] is None and r["train"]["num-replies"] == 3
+        assert r["server"] is None and r["train"]["num-replies"] == 10
     assert [r["privacy"]["epsilon-max"] for r in results["rounds"]] == pytest.approx(expected)
     assert results["privacy"]["mode"] == "central"
     assert results["privacy"]["epsilon-max"] == pytest.approx(expected[-1])

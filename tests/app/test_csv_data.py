@@ -14,6 +14,8 @@ from app.simulation import simulate
 from data import synthetic_threats
 from data.threat_csv import BadCellsError
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 BAD = {"inbound_bytes": 7, "cpu_load": 3}  # empty cells per column in the training file
 
 

@@ -10,6 +10,8 @@ from app.config import ConfigError
 from app.simulation import simulate
 from tests.clients import clients_with
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 BASE = {"num-server-rounds": 3, "local-epochs": 1, "fraction-evaluate": 0.0, "batch-size": 32}
 
 

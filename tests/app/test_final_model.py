@@ -23,6 +23,8 @@ from tasks import get_task
 
 CLIENTS = 3
 BASE = {"num-server-rounds": 3, "fraction-evaluate": 1.0}
+# every test reads the one CKKS simulation below
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

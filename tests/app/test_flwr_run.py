@@ -20,6 +20,8 @@ import pytest
 from app.deploy.procs import free_port
 from app.superlink import stop, wait
 
+pytestmark = pytest.mark.slow(seconds=60)  # real processes or the engine: tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -83,6 +83,7 @@ def _crash_every_training(msg, context, call_next):  # noqa: ANN001, ANN202
     return call_next(msg, context)
 
 
+@pytest.mark.slow
 def test_a_run_no_client_contributes_to_fails_with_each_nodes_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -113,6 +114,7 @@ def test_a_run_no_client_contributes_to_fails_with_each_nodes_reason(
     assert "'standardize-mean': [30 floats]" in caplog.text
 
 
+@pytest.mark.slow
 def test_plaintext_run_records_its_model_and_the_loader_matches_the_server(
     tmp_path: Path,
 ) -> None:

@@ -15,6 +15,7 @@ def _run(tmp_path: Path, name: str, nodes: int = 5, **overrides: object) -> dict
     return simulate(BASE | {"output-dir": str(out)} | overrides, num_supernodes=nodes)
 
 
+@pytest.mark.slow
 def test_secagg_trains_the_model_plaintext_fedavg_trains(tmp_path: Path) -> None:
     plain = _run(tmp_path, "plain")
     masked = _run(tmp_path, "secagg", **{"secagg.enabled": True})
@@ -29,6 +30,7 @@ def test_secagg_trains_the_model_plaintext_fedavg_trains(tmp_path: Path) -> None
         assert sa["stages"]["mask"]["bytes-up"] > 0 and sa["stages"]["keys"]["messages"] == 5
 
 
+@pytest.mark.slow
 def test_secagg_with_edges_runs_one_instance_per_edge(tmp_path: Path) -> None:
     # 8 clients: edges of 4, so each client has the 3 neighbours its default floor asks for
     results = _run(tmp_path, "edges", nodes=8,
@@ -48,6 +50,7 @@ def test_secagg_with_edges_runs_one_instance_per_edge(tmp_path: Path) -> None:
         ({"secagg.neighbours": 1}, "secagg.neighbours"),
     ],
 )
+@pytest.mark.slow
 def test_combinations_secagg_cannot_run_are_refused_naming_the_key(
     tmp_path: Path, overrides: dict, message: str
 ) -> None:
@@ -55,6 +58,7 @@ def test_combinations_secagg_cannot_run_are_refused_naming_the_key(
         _run(tmp_path, "bad", **{"secagg.enabled": True, **overrides})
 
 
+@pytest.mark.slow
 def test_distributed_dp_under_secagg_accounts_discrete_gaussian_rounds(tmp_path: Path) -> None:
     results = _run(
         tmp_path,

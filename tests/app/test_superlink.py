@@ -20,6 +20,8 @@ from app.deploy.procs import alive, descendants, free_port
 from app.superlink import SuperLink, flwr_home, main, port_owners, stop, superlinks
 from tests.app.test_flwr_run import ROOT, local_flwr_env
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 
 def _start(home: Path) -> tuple[dict[str, str], SuperLink]:
     """A SuperLink started the way `flwr run` starts it, and how /proc describes it."""

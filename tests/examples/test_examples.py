@@ -90,6 +90,7 @@ def test_variants_readme_table_is_current() -> None:
     assert variants.table(APP) in (APP / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_plain_app_learns(run: Callable[[str], dict[str, Any]]) -> None:
     plain = run("none")
     first, last = _round(plain, "train", 1), _round(plain, "train", ROUNDS)
@@ -99,6 +100,7 @@ def test_plain_app_learns(run: Callable[[str], dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("backend", ["ckks", "paillier"])
+@pytest.mark.slow
 def test_encrypted_run_equals_plain_run(run: Callable[[str], dict[str, Any]], backend: str) -> None:
     plain, encrypted = run("none"), run(backend)
     assert encrypted["model"].keys() == plain["model"].keys()
@@ -111,6 +113,7 @@ def test_encrypted_run_equals_plain_run(run: Callable[[str], dict[str, Any]], ba
     assert accuracy == pytest.approx(_round(plain, "evaluate", ROUNDS)["eval_acc"], abs=0.05)
 
 
+@pytest.mark.slow
 def test_box_plot_run_learns(run: Callable[[str], dict[str, Any]]) -> None:
     result = run("box-plot")
     print(f"box-plot: accuracy {_round(result, 'evaluate', ROUNDS)['eval_acc']:.3f}")
@@ -121,6 +124,7 @@ def _spent(result: dict[str, Any]) -> list[float]:
     return [_round(result, "train", r)["dp-epsilon"] for r in range(1, ROUNDS + 1)]
 
 
+@pytest.mark.slow
 def test_dp_sgd_run_learns_within_budget(run: Callable[[str], dict[str, Any]]) -> None:
     result = run("dp-sgd")
     spent = _spent(result)
@@ -131,6 +135,7 @@ def test_dp_sgd_run_learns_within_budget(run: Callable[[str], dict[str, Any]]) -
     assert _round(result, "evaluate", ROUNDS)["eval_acc"] >= 0.35
 
 
+@pytest.mark.slow
 def test_local_dp_run_noises_at_the_planned_scale_within_budget(
     run: Callable[[str], dict[str, Any]],
 ) -> None:

@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository, whose flwr_privacy we test
 
 # A fresh interpreter: Opacus adds its root handler once, on its first import.

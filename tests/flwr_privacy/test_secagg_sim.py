@@ -13,6 +13,8 @@ import pytest
 
 from tests.flwr_privacy.secagg_sim.run import SHAPES, delta
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[2]
 STEP = 2 * 4.0 / (2**16 - 1)  # default clip 4, 16 bits: one quantization step
 

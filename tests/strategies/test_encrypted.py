@@ -28,6 +28,7 @@ def test_strategy_refuses_a_secret_key() -> None:
 
 
 @pytest.mark.parametrize("backend", ["ckks", "paillier"])
+@pytest.mark.slow
 def test_encrypted_run_matches_plaintext(backend: str, plain_run: dict, tmp_path: Path) -> None:
     # Execute
     results = simulate(
@@ -58,6 +59,7 @@ def _foreign_key(tmp_dir: Path, partitions: set[int]):  # noqa: ANN202
     return mod
 
 
+@pytest.mark.slow
 def test_client_with_other_keys_is_rejected_and_round_goes_on(tmp_path: Path) -> None:
     # Prepare: the foreign-key mod runs before the HE mod
     bad = clients_with(_foreign_key(tmp_path, {0}))
@@ -86,6 +88,7 @@ def _truncate_from_partition_1(msg: Message, context: Context, call_next):  # no
     return reply
 
 
+@pytest.mark.slow
 def test_truncated_ciphertext_is_rejected_and_fedprox_goes_on(tmp_path: Path) -> None:
     results = simulate(
         {"num-server-rounds": 2, "output-dir": str(tmp_path), "he.backend": "ckks",
@@ -103,6 +106,7 @@ def test_truncated_ciphertext_is_rejected_and_fedprox_goes_on(tmp_path: Path) ->
     assert results["final"]["accuracy"] >= 0.8
 
 
+@pytest.mark.slow
 def test_all_clients_on_other_keys_stop_the_run_in_round_one(tmp_path: Path) -> None:
     bad = clients_with(_foreign_key(tmp_path, {0, 1, 2}))
     with pytest.raises(RuntimeError):

@@ -183,6 +183,7 @@ def test_refused_with_homomorphic_encryption() -> None:
     assert cfg.robust.robustness(encrypted=False).foolsgold == FoolsGold(kappa=2.0)
 
 
+@pytest.mark.slow
 def test_identical_sybils_weigh_less_than_honest_clients_in_a_real_run(tmp_path: Path) -> None:
     """Two of six clients send one identical update (``same-value``): FoolsGold zeroes them.
 

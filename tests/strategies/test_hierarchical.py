@@ -145,6 +145,7 @@ def test_factory_refuses_cloud_filtering_of_ciphertexts() -> None:
         make_strategy("krum", **COMMON, edges={1: 0})
 
 
+@pytest.mark.slow
 def test_hierarchical_encrypted_pipeline_in_a_real_simulation(tmp_path: Path) -> None:
     """Terminals -> 2 edges (encrypted box plot each) -> cloud, on CKKS ciphertexts only."""
     keys = tmp_path / "keys"

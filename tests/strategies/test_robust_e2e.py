@@ -12,6 +12,8 @@ from app.simulation import simulate
 from flwr_privacy.he import ckks, is_encrypted, paillier
 from flwr_privacy.he.protocol import SCORES_KEY
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 ROUNDS = 3
 
 

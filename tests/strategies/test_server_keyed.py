@@ -13,6 +13,8 @@ from flwr_privacy.he import Payload, keygen
 from flwr_privacy.strategy.server_keyed import ServerKeyedModel
 from tests.clients import clients_with
 
+pytestmark = pytest.mark.slow  # real processes or the engine: tests/conftest.py
+
 ROUNDS = 3
 TAYLOR = {"num-server-rounds": ROUNDS, "breast-cancer.loss": "taylor"}
 CKKS = {"he.backend": "ckks", "he.mode": "server-keyed", "he.coeff-mod-bit-sizes": "60,40,60"}

@@ -70,6 +70,7 @@ def _garbage_from_partition_0(msg: Message, context: Context, call_next) -> Mess
     return reply
 
 
+@pytest.mark.slow
 def test_one_garbage_client_does_not_stop_the_run(tmp_path: Path) -> None:
     # Prepare: the real ClientApp functions behind a corrupting mod
     bad = clients_with(_garbage_from_partition_0)

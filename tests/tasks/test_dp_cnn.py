@@ -42,6 +42,7 @@ def test_options_name_bad_keys() -> None:
         DpCnnOptions.from_config({"dp-cnn.dataset": "mnist"})
 
 
+@pytest.mark.slow
 def test_cifar_shaped_generated_images_are_learned() -> None:
     task = get_task("dp-cnn", {"dp-cnn.dataset": "generated-rgb", "dp-cnn.generated-records": 600})
     data = task.load_partition(0, 1, PartitionSpec())
@@ -52,6 +53,7 @@ def test_cifar_shaped_generated_images_are_learned() -> None:
 
 
 @pytest.mark.skipif(not MNIST.is_dir(), reason=f"real MNIST not found at {MNIST}")
+@pytest.mark.slow
 def test_real_mnist_one_client_epoch() -> None:
     task = DpCnn(DpCnnOptions(dataset="mnist", data_dir=str(MNIST)))
     data = task.load_partition(0, 20, PartitionSpec())  # 2,400 training images

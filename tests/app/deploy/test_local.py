@@ -21,6 +21,8 @@ from app.deploy.procs import alive
 from app.simulation import simulate
 from flwr_privacy.he import ckks, load_bundle
 
+pytestmark = pytest.mark.slow(seconds=120)  # real processes or the engine: tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[3]
 ROUNDS = 1  # encrypt, add, decrypt (evaluation); the fault tests train on later rounds
 
