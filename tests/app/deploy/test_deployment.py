@@ -137,7 +137,5 @@ def test_crashed_node_is_skipped_then_rejoins_after_restart(faulty_run: dict[str
     print(f"\nnode lost in round {lost['round']} (offline after {waited:.0f} s), rejoined in "
           f"rounds {later}; round seconds {seconds}; events {victim.events}")  # fmt: skip
     assert later, [r["train"]["num-replies"] for r in rounds]
-    # bounded by the heartbeat the SuperNodes declare here (conftest.py: 10 s; Flower's own is
-    # 30 s): offline after 2 x 10 s, plus the round
-    assert lost["seconds"] < 120
+    assert lost["seconds"] < 120  # bounded by Flower's heartbeat: 2 x 30 s, plus the round
     assert TRAIN_RECEIVED in victim.proc.log_text()  # the restarted process trained

@@ -12,10 +12,9 @@ before the server could ask for unmasking, and the frozen process never answers.
 The server must treat the victim as a survivor (its masked input is in the sum)
 and rebuild its self-mask seed from the other three nodes' shares; the model
 must equal plaintext FedAvg over all 4 clients (a simulation with the same seed)
-up to the fixed-point quantization. The module takes about 7 minutes on 2 busy cores
-(set-up, two rounds of 11 ClientApp processes a node, a ~20 s wait for the SuperLink to
-declare the victim unavailable with the tests' 10 s heartbeat, and the reference
-simulation).
+up to the fixed-point quantization. The module takes about 8 minutes on 2 busy cores
+(set-up, two ~140 s rounds of which ~60 s wait for the SuperLink to declare the victim
+unavailable, and the reference simulation).
 """
 
 from __future__ import annotations
