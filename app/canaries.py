@@ -23,7 +23,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from app.client_app import describe, evaluate, he_mod, partition, setup, train_on
+from app.client_app import he_mod
+from app.client_handlers import describe, evaluate, partition, setup, train_on
 from app.records import ARRAYS, CONFIG, SETUP_ACTION
 from flwr_privacy.he.protocol import SCORES_ACTION
 from flwr_privacy.mods.he import decrypt_scores
@@ -90,7 +91,7 @@ def make_canary_app(plan: CanaryPlan) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """``app.client_app.train`` on the partition plus its canaries."""
+        """``app.client_handlers.train`` on the partition plus its canaries."""
         task, settings, data = setup(msg, context)
         partition_id = partition(context)[0]
         plan.record(msg, partition_id)
