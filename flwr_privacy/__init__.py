@@ -1,4 +1,4 @@
-"""flwr_privacy: privacy layers for any Flower app (Message API, flwr 1.41).
+"""flwr_privacy: privacy layers for any Flower app (Message API, flwr 1.41 and 1.42).
 
 Server side, strategies and wrappers with typed settings::
 

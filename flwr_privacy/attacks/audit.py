@@ -26,11 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from scipy.optimize import brentq
-from scipy.special import expit
-from scipy.stats import binom
-from torch import nn
+
+from flwr_privacy.extras import requires
+
+with requires("attacks", "the DP audit (flwr_privacy.attacks.audit)"):
+    import torch
+    from scipy.optimize import brentq
+    from scipy.special import expit
+    from scipy.stats import binom
+    from torch import nn
 
 __all__ = [
     "AuditResult",

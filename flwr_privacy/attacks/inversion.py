@@ -37,13 +37,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from scipy.optimize import linear_sum_assignment
-from torch import nn
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+
+from flwr_privacy.extras import requires
+
+with requires("attacks", "gradient inversion (flwr_privacy.attacks.inversion)"):
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from torch import nn
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
 Update = Mapping[str, torch.Tensor | np.ndarray] | Sequence[torch.Tensor | np.ndarray]
 

@@ -26,9 +26,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.special import logsumexp
-from sklearn.metrics import roc_auc_score, roc_curve
+
+from flwr_privacy.extras import requires
+
+with requires("attacks", "membership inference (flwr_privacy.attacks.membership)"):
+    from scipy import stats
+    from scipy.special import logsumexp
+    from sklearn.metrics import roc_auc_score, roc_curve
 
 LOW_FPRS = (0.01, 0.001)
 

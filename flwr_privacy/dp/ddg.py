@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from flwr_privacy.extras import requires
+
 ORDERS: tuple[int, ...] = tuple(range(2, 257))  # integer orders: Zhu-Wang needs them
 MIN_SIGMA = 0.5  # Kairouz et al. Theorem 1 assumes sigma >= 1/2 (integer units)
 _CHUNK = 8192  # below this a single OpenDP call beats starting threads
@@ -37,7 +39,8 @@ _CHUNK = 8192  # below this a single OpenDP call beats starting threads
 
 @lru_cache(maxsize=16)
 def _measurement(sigma: float) -> Any:
-    import opendp.prelude as dp  # heavy and client-optional: only when sampling
+    with requires("dp", "distributed DP noise (flwr_privacy.dp.ddg)"):
+        import opendp.prelude as dp  # heavy and client-optional: only when sampling
 
     dp.enable_features("contrib")
     space = dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64")
@@ -209,7 +212,8 @@ def _check_step(sens: float, sigma: float, honest: int, dim: int, q: float, n: i
 
 def rdp_to_epsilon(rdp: np.ndarray, delta: float, orders: Sequence[int] = ORDERS) -> float:
     """(epsilon, delta) from an RDP curve by Opacus' conversion (Balle et al. 2020)."""
-    from opacus.accountants.analysis.rdp import get_privacy_spent
+    with requires("dp", "DP accounting (flwr_privacy.dp.ddg)"):
+        from opacus.accountants.analysis.rdp import get_privacy_spent
 
     with warnings.catch_warnings():  # "optimal order is the largest alpha": still a bound
         warnings.simplefilter("ignore")
@@ -360,9 +364,7 @@ class DdgBudget:
     source: str = "node config"
 
     @classmethod
-    def from_node_config(
-        cls, node_config: Mapping[str, Any], *, fallback: DdgBudget
-    ) -> DdgBudget:
+    def from_node_config(cls, node_config: Mapping[str, Any], *, fallback: DdgBudget) -> DdgBudget:
         """``dp-epsilon``, ``dp-delta``, ``dp-rounds`` from node config; ``fallback`` if unset.
 
         The fallback (in a simulation: the run config) passes through the server, so a

@@ -16,8 +16,12 @@ sampling of every round are drawn from a secret per-client seed.
 from __future__ import annotations
 
 from flwr.app import Context
-from torch import nn, optim
-from torch.utils.data import DataLoader
+
+from flwr_privacy.extras import requires
+
+with requires("dp", "DP-SGD (flwr_privacy.dp.fit)"):
+    from torch import nn, optim
+    from torch.utils.data import DataLoader
 
 from flwr_privacy.dp.client import (
     check_budget,

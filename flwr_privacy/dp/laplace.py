@@ -43,11 +43,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from flwr_privacy.extras import requires
+
+with requires("dp", "Laplace DP-SGD (flwr_privacy.dp.laplace)"):
+    import torch
+    from torch import nn
+    from torch.func import functional_call, grad_and_value, vmap
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+    from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from flwr_privacy.dp.sgd import LossFn
 from flwr_privacy.sizes import dataset_size

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from flwr_privacy.dp.ddg import ORDERS, DdgStep, rdp_to_epsilon
+from flwr_privacy.extras import requires
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -63,7 +64,8 @@ def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountan
     steps = [(float(z), float(q), int(n)) for z, q, n in history if n > 0]
     if not steps:
         return 0.0
-    from opacus.accountants import create_accountant  # heavy: only when accounting
+    with requires("dp", "DP accounting (flwr_privacy.dp.ledger)"):
+        from opacus.accountants import create_accountant  # heavy: only when accounting
 
     quiet_opacus()
 
@@ -74,7 +76,8 @@ def gaussian_epsilon(history: Iterable[GaussianStep], *, delta: float, accountan
 
 def joint_epsilon(gaussian: Iterable[GaussianStep], ddg: Iterable[DdgStep], delta: float) -> float:
     """Epsilon of Gaussian and DDG releases composed in RDP (curves added, one conversion)."""
-    from opacus.accountants.analysis.rdp import compute_rdp
+    with requires("dp", "DP accounting (flwr_privacy.dp.ledger)"):
+        from opacus.accountants.analysis.rdp import compute_rdp
 
     quiet_opacus()
     rdp = sum((step.rdp() for step in ddg if step.rounds > 0), start=np.zeros(len(ORDERS)))

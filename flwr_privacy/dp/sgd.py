@@ -14,9 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from flwr_privacy.extras import requires
+
+with requires("dp", "DP-SGD (flwr_privacy.dp.sgd)"):
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
 
 from flwr_privacy.dp.ledger import GaussianStep, quiet_opacus
 from flwr_privacy.dp.settings import GRAD_SAMPLE_MODES
@@ -37,7 +40,8 @@ def planned_noise(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
 ) -> float:
     """The smallest noise multiplier whose epsilon over ``steps`` stays within the target."""
-    from opacus.accountants.utils import get_noise_multiplier  # heavy: only when planning
+    with requires("dp", "DP-SGD (flwr_privacy.dp.sgd)"):
+        from opacus.accountants.utils import get_noise_multiplier  # heavy: only when planning
 
     quiet_opacus()
 
@@ -125,7 +129,8 @@ def dp_sgd_steps(
     noise are drawn from ``seed``, which must be secret for the guarantee to hold.
     ``expected_batch_size`` overrides Opacus' ``q * n`` as the gradient divisor.
     """
-    from opacus import PrivacyEngine  # heavy: only when training privately
+    with requires("dp", "DP-SGD (flwr_privacy.dp.sgd)"):
+        from opacus import PrivacyEngine  # heavy: only when training privately
 
     quiet_opacus()
 

@@ -18,7 +18,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import tenseal as ts
+
+from flwr_privacy.extras import requires
+
+with requires("he", "CKKS (flwr_privacy.he.ckks)"):
+    import tenseal as ts
 
 from flwr_privacy.he.backend import EncodeSettings, ScoreQuery
 from flwr_privacy.he.bundle import BundleError, KeyBundle

@@ -34,8 +34,12 @@ from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
-import tenseal as ts
-from phe import paillier as phe
+
+from flwr_privacy.extras import requires
+
+with requires("he", "server-keyed HE (flwr_privacy.he.model)"):
+    import tenseal as ts
+    from phe import paillier as phe
 
 from flwr_privacy.he import ckks
 from flwr_privacy.he import paillier as pai

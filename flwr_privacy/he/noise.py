@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from flwr_privacy.extras import requires
 from flwr_privacy.he.backend import backend_for
 from flwr_privacy.he.bundle import BundleError, KeyBundle
 from flwr_privacy.he.payload import Payload, PayloadError
@@ -40,7 +41,8 @@ MAX_REDRAWS = 8
 
 
 def _opendp() -> Any:
-    import opendp.prelude as dp  # heavy: only a server adding noise loads it
+    with requires("dp", "central DP noise (flwr_privacy.he.noise)"):
+        import opendp.prelude as dp  # heavy: only a server adding noise loads it
 
     dp.enable_features("contrib")  # OpenDP's Gaussian sits behind this flag
     return dp
@@ -119,7 +121,8 @@ def add_noise(summed: Payload, *, bundle: KeyBundle, std: float, noise_slots: in
 
 
 def _paillier_noise(summed: Payload, bundle: KeyBundle, std: float, k: int) -> list[bytes]:
-    from phe import paillier as phe
+    with requires("he", "central DP under Paillier (flwr_privacy.he.noise)"):
+        from phe import paillier as phe
 
     from flwr_privacy.he import paillier
 
@@ -140,7 +143,8 @@ def _paillier_noise(summed: Payload, bundle: KeyBundle, std: float, k: int) -> l
 
 
 def _ckks_noise(size: int, bundle: KeyBundle, std: float) -> list[bytes]:
-    import tenseal as ts
+    with requires("he", "central DP under CKKS (flwr_privacy.he.noise)"):
+        import tenseal as ts
 
     from flwr_privacy.he import ckks
 
@@ -174,7 +178,8 @@ def keygen_public(params: dict[str, Any] | None = None) -> KeyBundle:
     encrypt (server-side noise); clients encrypt with the public key too (same size,
     slightly more encryption noise). ``params`` gains ``"public-key": True``.
     """
-    import tenseal as ts
+    with requires("he", "central DP under CKKS (flwr_privacy.he.noise)"):
+        import tenseal as ts
 
     from flwr_privacy.he import ckks
 

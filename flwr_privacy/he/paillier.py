@@ -21,9 +21,13 @@ from functools import lru_cache
 from multiprocessing import get_context
 from typing import Any
 
-import gmpy2
 import numpy as np
-from phe import paillier
+
+from flwr_privacy.extras import requires
+
+with requires("he", "Paillier (flwr_privacy.he.paillier)"):
+    import gmpy2
+    from phe import paillier
 
 from flwr_privacy.he.backend import EncodeSettings, ScoreQuery
 from flwr_privacy.he.bundle import KeyBundle

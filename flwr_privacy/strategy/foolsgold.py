@@ -55,7 +55,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from sklearn.metrics.pairwise import cosine_similarity
+
+from flwr_privacy.extras import requires
+
+with requires("robust", "FoolsGold (flwr_privacy.strategy.foolsgold)"):
+    from sklearn.metrics.pairwise import cosine_similarity
 
 from flwr_privacy.records import flatten, unflatten
 from flwr_privacy.strategy.box_plot import FilterReport
