@@ -29,6 +29,9 @@ EPSILON = 3.0  # the budget the DP variants' patches set
 LOCAL_DP_CLIP = 1.0  # the local-dp patch's clip
 MAX_ADDED = 10
 CHANCE = 0.25  # four classes
+# SecAgg+ defaults: 16-bit fixed point on [-4, 4], so one step is 8 / 2^16 per weighted value;
+# stochastic rounding over 3 clients and 2 rounds stays within a few steps
+SECAGG_TOLERANCE = 5e-4
 
 
 def _variants_module() -> ModuleType:
@@ -80,7 +83,7 @@ def test_each_variant_adds_at_most_ten_lines() -> None:
         name: sum(added for added, _ in variants.count(patch).values())
         for name, patch in variants.patches(APP).items()
     }
-    assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd"}
+    assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg"}
     assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
     plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
     assert "flwr_privacy" not in plain and "flower-privacy" not in plain
@@ -158,3 +161,15 @@ def test_local_dp_run_noises_at_the_planned_scale_within_budget(
     rms = float(np.sqrt(np.mean(diff**2)))
     print(f"local-dp: rms |noised - plain| = {rms:.3g}, planned {expected:.3g}")
     assert 0.8 * expected <= rms <= 1.2 * expected  # 4.23-4.33 of 4.23
+
+
+@pytest.mark.slow
+def test_secagg_run_equals_plain_fedavg(run: Callable[[str], dict[str, Any]]) -> None:
+    """SecAgg+ from outside: the server unmasks only the sum, which is FedAvg's mean."""
+    plain, masked = run("none"), run("secagg")
+    assert masked["model"].keys() == plain["model"].keys()
+    diff = max(float(np.abs(masked["model"][k] - plain["model"][k]).max()) for k in plain["model"])
+    print(f"secagg: max |secure sum - plain FedAvg| = {diff:.3g}")
+    assert 0 < diff <= SECAGG_TOLERANCE  # masked and quantized, yet the same mean
+    accuracy = _round(masked, "evaluate", ROUNDS)["eval_acc"]
+    assert accuracy == pytest.approx(_round(plain, "evaluate", ROUNDS)["eval_acc"], abs=0.05)
