@@ -3,6 +3,7 @@
     python examples/variants.py count                   # lines each variant adds, per file
     python examples/variants.py apply ckks /tmp/ckks    # the plain app + the CKKS patch, ready
     flwr run /tmp/ckks --stream                         #   for `flwr run`
+    python examples/variants.py --app sklearn_logreg count   # the scikit-learn example's
 
 A variant is ``<app>/variants/<name>.patch``, a unified diff against the plain app,
 so the lines a protection adds are exactly the patch's ``+`` lines (``git apply``
@@ -23,7 +24,7 @@ _SKIP = shutil.ignore_patterns("variants", "outputs", "__pycache__", "*.pyc", "f
 
 def patches(app_dir: Path = DEFAULT_APP) -> dict[str, Path]:
     """Variant name -> its patch file, in name order."""
-    return {p.stem: p for p in sorted((app_dir / "variants").glob("*.patch"))}
+    return {p.stem: p for p in sorted((app_dir.resolve() / "variants").glob("*.patch"))}
 
 
 def count(patch: Path) -> dict[str, tuple[int, int]]:
@@ -71,16 +72,22 @@ def table(app_dir: Path = DEFAULT_APP) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--app", default=DEFAULT_APP.name,
+                        help="the example under examples/ (default: %(default)s)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("count", help="print the lines each variant adds")
     p_apply = sub.add_parser("apply", help="write the plain app plus one variant's patch")
     p_apply.add_argument("variant")
     p_apply.add_argument("dest", type=Path)
     args = parser.parse_args()
+    app_dir = HERE / args.app
+    if not (app_dir / "variants").is_dir():
+        known = sorted(p.parent.name for p in HERE.glob("*/variants"))
+        raise SystemExit(f"no example {args.app!r} under {HERE}; known: {', '.join(known)}")
     if args.command == "count":
-        print(table())
+        print(table(app_dir))
     else:
-        print(f"wrote {apply(args.variant, args.dest)}")
+        print(f"wrote {apply(args.variant, args.dest, app_dir)}")
 
 
 if __name__ == "__main__":

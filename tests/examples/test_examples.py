@@ -9,21 +9,15 @@ once per module, the first time a test needs it.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.examples.runs import ROOT, Runs, added_lines, max_diff, round_metrics, variants
+
 APP = ROOT / "examples" / "quickstart"
-RUNNER = Path(__file__).with_name("run_example.py")
 ROUNDS, NODES = 2, 3
 EPSILON = 3.0  # the budget the DP variants' patches set
 LOCAL_DP_CLIP = 1.0  # the local-dp patch's clip
@@ -35,57 +29,17 @@ SECAGG_TOLERANCE = 1e-4
 SECAGG_NODES = 4  # each client masks with >= 3 neighbours (its default floor)
 
 
-def _variants_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_variants", ROOT / "examples/variants.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-variants = _variants_module()
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """``run(variant, nodes=NODES)``: the variant's final model and metrics ("none": plain)."""
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    base = tmp_path_factory.mktemp("examples")
-
-    def _run(variant: str, nodes: int = NODES) -> dict[str, Any]:
-        if (variant, nodes) not in done:
-            app = APP if variant == "none" else base / f"app-{variant}"
-            if not app.exists():
-                variants.apply(variant, app)
-            out, cwd = base / f"out-{variant}-{nodes}", base / f"cwd-{variant}-{nodes}"
-            cwd.mkdir()
-            overrides = json.dumps({"num-server-rounds": ROUNDS, "output-dir": str(out)})
-            cmd = [sys.executable, str(RUNNER), str(app), str(nodes), overrides]
-            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-            log = proc.stdout + proc.stderr
-            assert proc.returncode == 0, f"{variant}: exit {proc.returncode}\n{log[-4000:]}"
-            assert (out / "final_model.npz").exists(), f"{variant}: no final model\n{log[-4000:]}"
-            with np.load(out / "final_model.npz") as npz:
-                model = {k: npz[k] for k in npz.files}
-            metrics = json.loads((out / "metrics.json").read_text())
-            empty = [(k, r) for k in ("train", "evaluate") for r in range(1, ROUNDS + 1)
-                     if not metrics[k].get(str(r))]  # fmt: skip
-            assert not empty, f"{variant}: no client metrics in {empty}\n{log[-4000:]}"
-            done[variant, nodes] = {"model": model, "metrics": metrics, "log": log}
-        return done[variant, nodes]
-
-    return _run
+    return Runs(APP, tmp_path_factory.mktemp("examples"), rounds=ROUNDS, nodes=NODES)
 
 
-def _round(result: dict[str, Any], kind: str, server_round: int) -> dict[str, float]:
-    return result["metrics"][kind].get(str(server_round), {})
+_round = round_metrics
 
 
 def test_each_variant_adds_at_most_ten_lines() -> None:
-    counts = {
-        name: sum(added for added, _ in variants.count(patch).values())
-        for name, patch in variants.patches(APP).items()
-    }
+    counts = added_lines(APP)
     assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg"}
     assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
     plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
@@ -109,10 +63,7 @@ def test_plain_app_learns(run: Callable[[str], dict[str, Any]]) -> None:
 @pytest.mark.slow
 def test_encrypted_run_equals_plain_run(run: Callable[[str], dict[str, Any]], backend: str) -> None:
     plain, encrypted = run("none"), run(backend)
-    assert encrypted["model"].keys() == plain["model"].keys()
-    diff = max(
-        float(np.abs(encrypted["model"][k] - plain["model"][k]).max()) for k in plain["model"]
-    )
+    diff = max_diff(encrypted["model"], plain["model"])
     print(f"{backend}: max |decrypted - plain| = {diff:.3g}")
     assert diff <= 1e-4
     accuracy = _round(encrypted, "evaluate", ROUNDS)["eval_acc"]
@@ -174,8 +125,7 @@ def test_secagg_run_equals_plain_fedavg(run: Callable[..., dict[str, Any]]) -> N
     ``ClientFloors.min_neighbours``), so no round would aggregate.
     """
     plain, masked = run("none", SECAGG_NODES), run("secagg", SECAGG_NODES)
-    assert masked["model"].keys() == plain["model"].keys()
-    diff = max(float(np.abs(masked["model"][k] - plain["model"][k]).max()) for k in plain["model"])
+    diff = max_diff(masked["model"], plain["model"])
     print(f"secagg: max |secure sum - plain FedAvg| = {diff:.3g}")
     assert 0 < diff <= SECAGG_TOLERANCE  # masked and quantized, yet the same mean
     accuracy = _round(masked, "evaluate", ROUNDS)["eval_acc"]

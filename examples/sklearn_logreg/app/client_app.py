@@ -1,6 +1,6 @@
 """sklearn_logreg: the ClientApp (Flower's Message API)."""
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from app.task import fit, get_params, load_data, new_model, set_params
@@ -18,7 +18,7 @@ def train(msg: Message, context: Context) -> Message:
                            context.node_config["num-partitions"])  # fmt: skip
     train_loss = fit(model, x, y)
     metrics = {"train_loss": train_loss, "num-examples": len(y)}
-    arrays = ArrayRecord(get_params(model))
+    arrays = ArrayRecord({k: Array(v) for k, v in get_params(model).items()})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

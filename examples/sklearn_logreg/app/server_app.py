@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, Context
+from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
@@ -16,7 +16,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Train for `num-server-rounds` rounds; save the final model and the metrics."""
-    arrays = ArrayRecord(initial_params())
+    arrays = ArrayRecord({k: Array(v) for k, v in initial_params().items()})
 
     strategy = FedAvg()
     result = strategy.start(
