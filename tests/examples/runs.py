@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,10 @@ class Runs:
         nodes = nodes or self.nodes
         if (variant, nodes) in self.done:
             return self.done[variant, nodes]
-        app = self.app_dir if variant == "none" else self.base / f"app-{variant}"
-        if not app.exists():
+        app = self.base / f"app-{variant}"
+        if not app.exists() and variant == "none":  # a copy too, as the variants are: no
+            shutil.copytree(self.app_dir, app, ignore=variants._SKIP)  # stale outputs or caches
+        elif not app.exists():
             variants.apply(variant, app, self.app_dir)
         out, cwd = self.base / f"out-{variant}-{nodes}", self.base / f"cwd-{variant}-{nodes}"
         cwd.mkdir()

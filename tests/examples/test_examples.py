@@ -9,6 +9,8 @@ once per module, the first time a test needs it.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +42,8 @@ _round = round_metrics
 
 def test_each_variant_adds_at_most_ten_lines() -> None:
     counts = added_lines(APP)
-    assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg"}
+    assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg",
+                           "foolsgold"}
     assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
     plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
     assert "flwr_privacy" not in plain and "flower-privacy" not in plain
@@ -130,3 +133,15 @@ def test_secagg_run_equals_plain_fedavg(run: Callable[..., dict[str, Any]]) -> N
     assert 0 < diff <= SECAGG_TOLERANCE  # masked and quantized, yet the same mean
     accuracy = _round(masked, "evaluate", ROUNDS)["eval_acc"]
     assert accuracy == pytest.approx(_round(plain, "evaluate", ROUNDS)["eval_acc"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_foolsgold_run_reports_a_weight_per_client_each_round(run: Runs) -> None:
+    """FoolsGold from outside: every round logs each client's weight in [0, 1]."""
+    result = run("foolsgold")
+    rounds = [ast.literal_eval(w) for w in re.findall(r"FoolsGold weights (\{[^}]*\})",
+                                                      result["log"])]  # fmt: skip
+    print(f"foolsgold: weights {rounds}")
+    assert len(rounds) == ROUNDS
+    assert all(len(w) == NODES and all(0.0 <= v <= 1.0 for v in w.values()) for w in rounds)
+    assert _round(result, "evaluate", ROUNDS)["eval_acc"] > CHANCE

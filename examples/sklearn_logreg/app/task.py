@@ -24,7 +24,8 @@ def load_data(partition_id: int, num_partitions: int) -> tuple[np.ndarray, ...]:
     x, y = load_breast_cancer(return_X_y=True)
     x = StandardScaler().fit_transform(x)
     order = np.random.default_rng(DATA_SEED).permutation(len(y))
-    part = np.array_split(order, num_partitions)[partition_id]
+    order = order[: len(order) - len(order) % num_partitions]  # equal parts: equal FedAvg weights
+    part = np.split(order, num_partitions)[partition_id]
     cut = int(0.8 * len(part))
     return x[part[:cut]], y[part[:cut]], x[part[cut:]], y[part[cut:]]
 
