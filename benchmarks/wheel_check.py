@@ -21,13 +21,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from app import superlink
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -57,16 +58,6 @@ def build(dist: Path) -> dict[str, Any]:
             "wheel-kb": wheel.stat().st_size // 1024}  # fmt: skip
 
 
-def _stop_superlinks(home: Path) -> None:
-    out = subprocess.run(["pgrep", "-f", f"flower-superlink.*{home}"], capture_output=True,
-                         text=True).stdout.split()  # fmt: skip
-    for pid in map(int, out):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
 def flwr_run(venv: Path, app: Path, out: Path, *, nodes: int, rounds: int) -> dict[str, Any]:
     """``flwr run`` of ``app`` in ``venv``'s environment; its final model and metrics."""
     home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
@@ -81,7 +72,7 @@ def flwr_run(venv: Path, app: Path, out: Path, *, nodes: int, rounds: int) -> di
     try:
         seconds, log = _sh(cmd, env=env, cwd=cwd, timeout=900)
     finally:
-        _stop_superlinks(home)
+        superlink.stop(home=home)  # by PID, with its helpers; the one whose FLWR_HOME is ours
     model = out / "final_model.npz"
     if not model.exists():
         raise SystemExit(f"{app.name}: no final model in {out}\n{log[-4000:]}")
