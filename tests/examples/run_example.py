@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def main(app_dir: Path, num_supernodes: int, overrides: dict[str, Any]) -> None:
     @server.main()
     def _server(grid: Grid, context: Context) -> None:
         context.run_config = dict(run_config)
+        # As in a deployment whose SuperNodes are up before `flwr run`: Flower's
+        # strategies size a round's sample from the nodes connected when it starts, so a
+        # node still registering on a loaded machine would be left out of round 1.
+        deadline = time.monotonic() + 120
+        while len(list(grid.get_node_ids())) < num_supernodes:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(list(grid.get_node_ids()))} of {num_supernodes} "
+                                 "simulated SuperNodes connected within 120 s")  # fmt: skip
+            time.sleep(0.2)
         try:
             server_app(grid, context)
         except BaseException as e:  # noqa: BLE001 - reported as this process' exit status

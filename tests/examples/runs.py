@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,9 @@ class Runs:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
         log = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"{variant}: exit {proc.returncode}\n{log[-4000:]}"
+        sampled = [int(n) for n in re.findall(r"configure_train: Sampled (\d+) nodes", log)]
+        assert sampled == [nodes] * self.rounds, f"{variant}: rounds sampled {sampled} nodes, " \
+            f"not {nodes} each\n{log[-4000:]}"  # fmt: skip
         assert (out / "final_model.npz").exists(), f"{variant}: no final model\n{log[-4000:]}"
         with np.load(out / "final_model.npz") as npz:
             model = {k: npz[k] for k in npz.files}
