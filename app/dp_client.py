@@ -9,7 +9,6 @@ the ledger, budget checks and secret noise seeds are the toolkit's
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from app.records import CONFIG, STANDARDIZE_MEAN, STANDARDIZE_STD
-from flwr_privacy.dp import BudgetExhausted, DpSettings, PrivacyLedger
+from flwr_privacy.dp import DpSettings, PrivacyLedger
 from flwr_privacy.dp.client import (
     Release,
     check_budget,
@@ -27,29 +26,17 @@ from flwr_privacy.dp.client import (
     ledger_of,
     noise_seed,
 )
-from flwr_privacy.dp.ddg import DdgBudget, DdgPlan, check_plan_noise, client_step
+from flwr_privacy.dp.distributed import client_budget, ddg_release, round_plan
 from flwr_privacy.dp.input import FeatureBounds, perturb_records
 from flwr_privacy.dp.laplace import epsilon_schedule, train_laplace_sgd
 from flwr_privacy.dp.ledger import gaussian_epsilon
 from flwr_privacy.dp.sgd import DpSgd, sampling, train_dp_sgd
-from flwr_privacy.records import SECAGG_RECORD, as_int
+from flwr_privacy.records import as_int
 from flwr_privacy.sizes import dataset_size
 from tasks import ClientData, Task, TrainSettings
 
 MOMENTUM_KEY, MOMENTUM_ROUND_KEY = "dp-previous-model", "dp-previous-round"
 ALONE_KEY = "dp-epsilon-alone"  # distributed DP: epsilon of one client's share on its own
-
-
-def ddg_plan(msg: Message) -> DdgPlan | None:
-    """The distributed discrete Gaussian plan of this round, if any: written by ``secagg_mod``
-    from the round's signed parameters, with the honest count the client verified."""
-    record = msg.content.config_records.get(SECAGG_RECORD)
-    if record is None:
-        return None
-    if record.get("encoding") != "ddg":  # a signed fixed-point round: nobody adds noise
-        raise BudgetExhausted("distributed DP asked for, but this SecAgg+ round's signed "
-                              "parameters encode fixed-point updates without noise: refused")
-    return DdgPlan.from_record(record)
 
 
 def sgd_release(dp: DpSettings, n: int, settings: TrainSettings) -> Release:
@@ -94,12 +81,10 @@ def train_private(
     Only DP quantities are reported: a loss computed on raw records is not private.
     """
     cfg = msg.content.config_records[CONFIG]
-    plan = ddg_plan(msg) if dp.mode == "distributed" else None
+    plan = round_plan(msg) if dp.mode == "distributed" else None
     budget = None
     if plan is not None:  # the client's own budget, never the server's (README: SecAgg+ DP)
-        simulated = DdgBudget(dp.epsilon, dp.delta, dp.rounds, "run config (simulated trust)")
-        budget = DdgBudget.from_node_config(context.node_config, fallback=simulated)
-        dp = replace(dp, epsilon=budget.epsilon, delta=budget.delta, rounds=budget.rounds)
+        dp, budget = client_budget(context, dp, fallback_source="run config (simulated trust)")
     ledger = ledger_of(context, dp)
     if dp.input_epsilon > 0:
         data = perturbed(data, cfg, dp, noise_seed(context, dp, salt=0))
@@ -111,18 +96,13 @@ def train_private(
         if plan is not None and budget is not None:  # SecAgg+: secagg_mod adds the noise
             q, _ = sampling(dataset_size(train), settings.batch_size)
             # what one example moves this client's one clipped step by, as it trains it
-            step = client_step(plan, sample_rate=q,
-                               l2_clip=settings.lr * dp.max_grad_norm / settings.batch_size)
-            try:
-                check_plan_noise(step, budget)
-            except ValueError as e:
-                raise BudgetExhausted(str(e)) from None
-            release = {"ddg": [step]}
+            release = ddg_release(plan, budget, dp, ledger, sample_rate=q,
+                                  l2_clip=settings.lr * dp.max_grad_norm / settings.batch_size)
             z = 0.0
         else:
             release = sgd_release(dp, dataset_size(train), settings)
             z = release["gaussian"][0][0] / math.sqrt(dp.shares)
-        check_budget(ledger, release, dp)
+            check_budget(ledger, release, dp)
         sgd = DpSgd(noise_multiplier=z, max_grad_norm=dp.max_grad_norm,
                     grad_sample_mode=dp.grad_sample_mode)  # fmt: skip
         train_dp_sgd(model, train, task.loss_fn(train), sgd, epochs=settings.epochs,

@@ -222,15 +222,11 @@ def secagg_settings(cfg: AppConfig, sizes: dict[int, int]) -> SecAggSettings:
     """
     dp = None
     if cfg.dp.mode == "distributed":
-        from flwr_privacy.dp.sgd import sampling
-
-        step = cfg.learning_rate * cfg.dp.max_grad_norm
-        dp = DistributedDp(
-            epsilon=cfg.dp.epsilon, delta=cfg.dp.delta, rounds=cfg.num_server_rounds,
-            l2_clip=step / cfg.batch_size,
-            sample_rate=max(sampling(n, cfg.batch_size)[0] for n in sizes.values()),
-            update_norm=4 * step,  # a Poisson batch of up to 2 B, plus heavy-ball momentum
-        )  # fmt: skip
+        dp = DistributedDp.for_dp_sgd(
+            cfg.dp.epsilon, cfg.dp.delta, cfg.num_server_rounds, lr=cfg.learning_rate,
+            batch_size=cfg.batch_size, min_examples=min(sizes.values()),
+            max_grad_norm=cfg.dp.max_grad_norm,
+        )
     return cfg.secagg.settings(timeout=cfg.round_timeout, dp=dp)
 
 

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "decrypt_model": "flwr_privacy.keys",
     # secure aggregation (SecAgg+)
     "SecAggSettings": "flwr_privacy.secagg.settings",
+    "DistributedDp": "flwr_privacy.secagg.settings",
     "SecAggPlus": "flwr_privacy.strategy.secagg",
     "secagg_mod": "flwr_privacy.mods.secagg",
     "make_secagg_mod": "flwr_privacy.mods.secagg",
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     # differential privacy
     "DpSettings": "flwr_privacy.dp.settings",
     "dp_sgd_fit": "flwr_privacy.dp.fit",
+    "distributed_dp_fit": "flwr_privacy.dp.fit",
     "BudgetExhausted": "flwr_privacy.dp.client",
     "declined": "flwr_privacy.dp.client",
     "make_local_dp_mod": "flwr_privacy.mods.local_dp",

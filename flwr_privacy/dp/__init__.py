@@ -1,7 +1,8 @@
 """Differential-privacy core shared by the client mods and the server: settings, ledger, DP-SGD.
 
 Importing this package loads neither torch nor Opacus: the DP-SGD names (``dp_sgd_fit``,
-``train_dp_sgd``, ``DpSgd``, ``planned_noise``, ``sampling``) load on first use.
+``distributed_dp_fit``, ``train_dp_sgd``, ``DpSgd``, ``planned_noise``, ``sampling``) load on
+first use.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from flwr_privacy.dp.ledger import ACCOUNTANTS, PrivacyLedger, gaussian_epsilon
 from flwr_privacy.dp.settings import DpSettings
 
 if TYPE_CHECKING:
-    from flwr_privacy.dp.fit import dp_sgd_fit
+    from flwr_privacy.dp.fit import distributed_dp_fit, dp_sgd_fit
     from flwr_privacy.dp.sgd import DpSgd, planned_noise, sampling, train_dp_sgd
 
 _LAZY = {
     "dp_sgd_fit": "flwr_privacy.dp.fit",
+    "distributed_dp_fit": "flwr_privacy.dp.fit",
     "DpSgd": "flwr_privacy.dp.sgd",
     "planned_noise": "flwr_privacy.dp.sgd",
     "sampling": "flwr_privacy.dp.sgd",
@@ -54,6 +56,7 @@ __all__ = [
     "check_budget",
     "commit",
     "declined",
+    "distributed_dp_fit",
     "dp_settings",
     "dp_sgd_fit",
     "gaussian_epsilon",

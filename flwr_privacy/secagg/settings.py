@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from flwr_privacy.secagg.encoding import modulus_bits
 from flwr_privacy.secagg.graph import default_degree
 
+__all__ = ["DistributedDp", "SecAggSettings"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class DistributedDp:
@@ -49,6 +51,30 @@ class DistributedDp:
             raise ValueError("DistributedDp needs l2_clip, update_norm > 0, 0 < sample_rate <= 1")
         if self.max_dropouts < 0 or not 8 <= self.bits <= 32:
             raise ValueError("DistributedDp needs max_dropouts >= 0 and 8 <= bits <= 32")
+
+    @classmethod
+    def for_dp_sgd(
+        cls, epsilon: float, delta: float, rounds: int, *, lr: float, batch_size: int,
+        min_examples: int, max_grad_norm: float = 1.0, max_dropouts: int = 0,
+    ) -> DistributedDp:  # fmt: skip
+        """The plan for clients that each take one clipped SGD step a round
+        (``flwr_privacy.distributed_dp_fit``): ``lr``, ``batch_size`` and ``max_grad_norm``
+        as the clients use them, ``min_examples`` the smallest client's training set.
+
+        One example moves a step by ``lr * C / B``; the largest sample rate is the smallest
+        client's ``1 / ceil(n / B)``; a step's norm is bounded by ``4 lr C`` (a Poisson batch
+        of up to twice its expected size, with room for momentum).
+        """
+        if not (lr > 0 and max_grad_norm > 0 and batch_size >= 1 and min_examples >= 1):
+            raise ValueError(
+                f"DistributedDp.for_dp_sgd needs lr > 0, max_grad_norm > 0, batch_size >= 1 and "
+                f"min_examples >= 1, not {lr!r}, {max_grad_norm!r}, {batch_size!r}, "
+                f"{min_examples!r}"
+            )
+        step = lr * max_grad_norm
+        return cls(epsilon=epsilon, delta=delta, rounds=rounds, l2_clip=step / batch_size,
+                   sample_rate=1.0 / math.ceil(min_examples / batch_size),
+                   update_norm=4 * step, max_dropouts=max_dropouts)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

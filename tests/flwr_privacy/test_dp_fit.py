@@ -103,3 +103,76 @@ def test_bad_arguments_name_the_parameter() -> None:
     with pytest.raises(ValueError, match="noise_multiplier = -1.0 is invalid"):
         dp_sgd_fit(model, _data(), _context(), epsilon=3.0, delta=1e-5, rounds=2,
                    noise_multiplier=-1.0, **common)  # fmt: skip
+
+
+# --- distributed_dp_fit: one clipped step under SecAgg+, the noise the clients' DDG shares
+
+
+def _ddp_message(plan_kwargs: dict[str, float] | None = None, encoding: str = "ddg") -> Message:
+    from dataclasses import asdict
+
+    from flwr_privacy import DistributedDp
+    from flwr_privacy.dp.ddg import plan_ddg
+    from flwr_privacy.records import SECAGG_RECORD
+
+    loader = _data()
+    dp = DistributedDp.for_dp_sgd(3.0, 1e-5, 2, lr=0.5, batch_size=16, min_examples=64)
+    plan = plan_ddg(epsilon=dp.epsilon, delta=dp.delta, sample_rate=dp.sample_rate,
+                    rounds=dp.rounds, l2_clip=dp.l2_clip, dim=10, honest=4, bits=dp.bits,
+                    clients=5, update_norm=dp.update_norm)  # fmt: skip
+    fields = asdict(plan) | (plan_kwargs or {})
+    record = {"encoding": encoding, **type(plan)(**fields).to_record()}
+    assert len(loader) == 4 and dp.sample_rate == 1 / 4 and dp.l2_clip == 0.5 / 16
+    content = RecordDict({SECAGG_RECORD: ConfigRecord(record)})
+    return Message(content=content, dst_node_id=3, message_type="train")
+
+
+def _ddp_fit(model: nn.Module, msg: Message, ctx: Context, lr: float = 0.5) -> dict[str, float]:
+    from flwr_privacy import distributed_dp_fit
+
+    return distributed_dp_fit(model, _data(), msg, ctx, epsilon=3.0, delta=1e-5, rounds=2,
+                              lr=lr, loss_fn=nn.CrossEntropyLoss())  # fmt: skip
+
+
+def test_distributed_fit_takes_one_clipped_step_and_books_the_honest_noise() -> None:
+    model, ctx, msg = _model(), _context(), _ddp_message()
+    before = [p.detach().clone() for p in model.parameters()]
+    first = _ddp_fit(model, msg, ctx)
+    pairs = zip(model.parameters(), before, strict=True)
+    moved = sum(float((p.detach() - b).norm() ** 2) for p, b in pairs) ** 0.5
+    # one step: lr * (sum of clipped per-example gradients) / B, a Poisson batch of ~16
+    assert 0 < moved <= 0.5 * 1.0 * 40 / 16, moved
+    second = _ddp_fit(model, msg, ctx)
+    assert 0 < first[EPSILON_KEY] < second[EPSILON_KEY] <= 3.0 * (1 + 1e-6)
+    assert second[DELTA_KEY] == 1e-5
+    with pytest.raises(BudgetExhausted, match="budget exhausted"):  # a 3rd of 2 planned rounds
+        _ddp_fit(model, msg, ctx)
+
+
+def test_distributed_fit_refuses_a_plan_too_weak_for_its_own_budget() -> None:
+    with pytest.raises(BudgetExhausted, match="needs at least"):  # the server lowered sigma
+        _ddp_fit(_model(), _ddp_message({"sigma": 0.6}), _context())
+    with pytest.raises(BudgetExhausted, match="needs at least"):  # the client's own step is
+        _ddp_fit(_model(), _ddp_message(), _context(), lr=50.0)  # larger than planned for
+    model, ctx = _model(), _context()
+    ctx.node_config["dp-epsilon"] = 0.1  # a deployment's own, smaller budget wins
+    with pytest.raises(BudgetExhausted, match="from node config"):
+        _ddp_fit(model, _ddp_message(), ctx)
+
+
+def test_distributed_fit_without_secagg_plan_names_the_fix() -> None:
+    plain = Message(content=RecordDict({}), dst_node_id=3, message_type="train")
+    with pytest.raises(BudgetExhausted, match="make_secagg_mod"):
+        _ddp_fit(_model(), plain, _context())
+    with pytest.raises(BudgetExhausted, match="without noise"):
+        _ddp_fit(_model(), _ddp_message(encoding="fixed"), _context())
+
+
+def test_distributed_plan_for_dp_sgd_states_its_inputs() -> None:
+    from flwr_privacy import DistributedDp
+
+    dp = DistributedDp.for_dp_sgd(3.0, 1e-5, 3, lr=0.1, batch_size=32, min_examples=500,
+                                  max_grad_norm=2.0)  # fmt: skip
+    assert (dp.l2_clip, dp.sample_rate, dp.update_norm) == pytest.approx((0.2 / 32, 1 / 16, 0.8))
+    with pytest.raises(ValueError, match="min_examples >= 1"):
+        DistributedDp.for_dp_sgd(3.0, 1e-5, 3, lr=0.1, batch_size=32, min_examples=0)
