@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -49,6 +50,8 @@ from flwr_privacy.strategy.encrypted_box_plot import EncryptedBoxPlot
 from flwr_privacy.strategy.hierarchical import Hierarchical
 from flwr_privacy.strategy.wrapper import StrategyWrapper, layers
 
+__all__ = ["EPS_SLACK", "EncryptedCentralDp", "NOISE_S_KEY", "ReleaseFn"]
+
 ReleaseFn = Callable[[int, float], None]  # (server round, epsilon so far)
 NOISE_S_KEY = "dp-noise-s"  # train metric: seconds the server spent sampling/encrypting noise
 EPS_SLACK = 1e-9  # planned noise reaches the budget exactly in the last round
@@ -65,8 +68,9 @@ class EncryptedCentralDp(StrategyWrapper):
         update, so one client could change which others are summed) and not
         ``Hierarchical``.
     dp : DpSettings
-        ``mode="central"``; ``noise_multiplier`` (> 0: plan it from epsilon with
-        ``flwr_privacy.dp.planned_noise``), ``max_grad_norm`` (the clients' L2 clip),
+        ``mode="central"``; ``noise_multiplier`` (0, the default: the smallest one whose
+        epsilon over ``rounds`` noised aggregates stays within ``epsilon``), ``max_grad_norm``
+        (the clients' L2 clip),
         ``epsilon`` / ``delta`` (the server's budget: the run stops, raising
         ``BudgetsExhausted``, before a release would pass it) and ``accountant``.
         Sent to every client as the ``flwr-privacy.dp`` record: clients clip and
@@ -83,9 +87,13 @@ class EncryptedCentralDp(StrategyWrapper):
             raise ValueError(
                 f"EncryptedCentralDp needs DpSettings(mode='central'), not {dp.mode!r}"
             )
-        if not dp.noise_multiplier > 0:
-            raise ValueError("EncryptedCentralDp needs DpSettings.noise_multiplier > 0 "
-                             "(plan one with flwr_privacy.dp.planned_noise)")  # fmt: skip
+        if dp.noise_multiplier == 0:  # plan it: one release a round over dp.rounds rounds
+            from flwr_privacy.dp.client import gaussian_release
+
+            z = gaussian_release(dp, sample_rate=1.0, steps=1)["gaussian"][0][0]
+            dp = replace(dp, noise_multiplier=z)
+            log(INFO, "EncryptedCentralDp: noise multiplier %.4g planned for epsilon %g "
+                "(delta %g) over %d rounds", z, dp.epsilon, dp.delta, dp.rounds)  # fmt: skip
         chain = layers(inner)
         if any(isinstance(s, Hierarchical) for s in chain):
             raise ValueError(

@@ -215,10 +215,18 @@ def test_bad_compositions_are_refused_with_the_fix(
     with pytest.raises(ValueError, match="use DpSettings\\(accountant='rdp'\\)"):
         EncryptedCentralDp(paillier, dp=DpSettings(mode="central", noise_multiplier=1.0,
                                                     accountant="prv"))  # fmt: skip
-    with pytest.raises(ValueError, match="noise_multiplier > 0"):
-        EncryptedCentralDp(paillier, dp=DpSettings(mode="central"))
     with pytest.raises(ValueError, match="mode='central'"):
         EncryptedCentralDp(paillier, dp=DpSettings(mode="local", noise_multiplier=1.0))
+
+
+def test_noise_is_planned_from_the_budget_when_unset(paillier_keys: KeyBundle) -> None:
+    """Unset noise multiplier: the smallest whose ``rounds`` releases reach ``epsilon``."""
+    dp = DpSettings(mode="central", epsilon=3.0, delta=1e-5, rounds=3)
+    strategy = EncryptedCentralDp(EncryptedFedAvg(bundle=paillier_keys.public_only()), dp=dp)
+    z = strategy.noise_multiplier
+    spent = strategy.ledger.epsilon(gaussian=[(z, 1.0, 1)] * 3)
+    assert 0.99 * 3.0 <= spent <= 3.0 * (1 + 1e-6), (z, spent)
+    assert strategy.ledger.epsilon(gaussian=[(z, 1.0, 1)] * 4) > 3.0  # a 4th would pass it
 
 
 def test_toolkit_exports_the_layer_lazily() -> None:
