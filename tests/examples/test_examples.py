@@ -43,7 +43,7 @@ _round = round_metrics
 def test_each_variant_adds_at_most_ten_lines() -> None:
     counts = added_lines(APP)
     assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg",
-                           "foolsgold"}
+                           "secagg-dp", "foolsgold", "central-dp"}  # fmt: skip
     assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
     plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
     assert "flwr_privacy" not in plain and "flower-privacy" not in plain
@@ -145,3 +145,46 @@ def test_foolsgold_run_reports_a_weight_per_client_each_round(run: Runs) -> None
     assert len(rounds) == ROUNDS
     assert all(len(w) == NODES and all(0.0 <= v <= 1.0 for v in w.values()) for w in rounds)
     assert _round(result, "evaluate", ROUNDS)["eval_acc"] > CHANCE
+
+
+@pytest.mark.slow
+def test_secagg_distributed_dp_run_spends_within_the_clients_budget(run: Runs) -> None:
+    """Distributed DP from outside: one clipped step a client, the noise its SecAgg+ shares.
+
+    Every client checks the server's plan against its own budget (epsilon 3 over 3 rounds)
+    and books each round in its ledger; after 2 of the 3 planned rounds it has spent less
+    than the budget, and the secure sum of noised shares is not the plain model.
+    """
+    plain, noised = run("none", SECAGG_NODES), run("secagg-dp", SECAGG_NODES)
+    spent = _spent(noised)
+    print(f"secagg-dp: epsilon {spent}, max |noised - plain| = "
+          f"{max_diff(noised['model'], plain['model']):.3g}")  # fmt: skip
+    assert 0 < spent[0] < spent[-1] < EPSILON, spent
+    assert _round(noised, "train", ROUNDS)["dp-delta"] == pytest.approx(1e-5)
+    assert max_diff(noised["model"], plain["model"]) > SECAGG_TOLERANCE
+
+
+@pytest.mark.slow
+def test_central_dp_under_paillier_run_spends_the_servers_budget(run: Runs) -> None:
+    """Central DP while the server stays blind: it adds encrypted noise to the encrypted sum.
+
+    The noise multiplier is planned for epsilon 3 over 3 noised aggregates; the server's
+    ledger after 2 of them is below the budget, and the model moved by the planned noise
+    (std ``z * sensitivity`` on the sum of 3 clipped updates, a third of it on the mean).
+    """
+    plain, result = run("none"), run("central-dp")
+    logged = [(float(s), float(e)) for s, e in re.findall(
+        r"encrypted noise \(std ([0-9.e+-]+) on the sum\).*?server epsilon ([0-9.]+)",
+        result["log"])]  # fmt: skip
+    print(f"central-dp: (std on the sum, server epsilon) per round {logged}")
+    assert len(logged) == ROUNDS
+    spent = [e for _, e in logged]
+    assert 0 < spent[0] < spent[-1] < EPSILON, spent
+    std = logged[-1][0]
+    diff = np.concatenate(
+        [(result["model"][k] - plain["model"][k]).ravel() for k in plain["model"]]
+    )
+    rms = float(np.sqrt(np.mean(diff**2)))
+    expected = std / NODES * np.sqrt(ROUNDS)
+    print(f"central-dp: rms |noised - plain| = {rms:.3g}, planned {expected:.3g}")
+    assert 0.8 * expected <= rms <= 1.2 * expected
