@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+__all__ = ["EXTRAS", "MissingExtraError", "requires"]
+
 # extra -> the top-level modules it installs (pyproject.toml [project.optional-dependencies])
 EXTRAS: dict[str, tuple[str, ...]] = {
     "he": ("tenseal", "phe", "gmpy2"),

@@ -44,6 +44,16 @@ from flwr_privacy.he import (
 from flwr_privacy.secagg.crypto import SecAggError
 from flwr_privacy.secagg.identity import ROSTER_FILE, make_roster
 
+__all__ = [
+    "CLIENT_FILE",
+    "SERVER_FILE",
+    "build_parser",
+    "deal_keys",
+    "decrypt_model",
+    "generate",
+    "main",
+]
+
 SERVER_FILE = "server.json"
 CLIENT_FILE = "client.json"
 

@@ -12,6 +12,24 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
+__all__ = [
+    "ARRAYS",
+    "CONFIG",
+    "DP_RECORD",
+    "HE_RECORD",
+    "METRICS",
+    "NUM_EXAMPLES",
+    "SECAGG_RECORD",
+    "TAMPER_RECORD",
+    "as_float",
+    "as_floats",
+    "as_int",
+    "attach",
+    "flatten",
+    "settings_record",
+    "unflatten",
+]
+
 ARRAYS = "arrays"  # Flower's key for the model ArrayRecord
 METRICS = "metrics"  # Flower's key for the MetricRecord
 CONFIG = "config"  # Flower's key for the ConfigRecord

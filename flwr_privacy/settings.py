@@ -17,6 +17,16 @@ from flwr.app import ConfigRecord
 from flwr_privacy.he.bundle import BACKENDS
 from flwr_privacy.he.codec import EncodeSettings
 
+__all__ = [
+    "CIPHERTEXT_OK",
+    "HeRound",
+    "HeSettings",
+    "PACKINGS",
+    "SERVER_FIX",
+    "SettingsError",
+    "handles_ciphertext",
+]
+
 PACKINGS = ("packed", "naive")
 SERVER_FIX = "the server must use EncryptedFedAvg(he=HeSettings(...)) (or EncryptedFedProx)"
 F = TypeVar("F", bound=Callable[..., Any])

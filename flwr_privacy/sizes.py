@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sized
 
+__all__ = ["dataset_size"]
+
 
 def dataset_size(data: object) -> int:
     """``len(data)``; TypeError (as ``len``) for a dataset without a length (an iterable one)."""

@@ -25,6 +25,23 @@ from flwr_privacy.dp.ledger import PrivacyLedger
 from flwr_privacy.dp.settings import DpSettings
 from flwr_privacy.records import DP_RECORD, as_int, settings_record
 
+__all__ = [
+    "BUDGET_EXHAUSTED",
+    "BudgetExhausted",
+    "DELTA_KEY",
+    "EPSILON_KEY",
+    "Release",
+    "SEED_KEY",
+    "STATE_KEY",
+    "check_budget",
+    "commit",
+    "declined",
+    "dp_settings",
+    "gaussian_release",
+    "ledger_of",
+    "noise_seed",
+]
+
 # Error code of a client's reply declining to train: its next round would exceed its budget.
 # (Flower's own codes are 0-8.)
 BUDGET_EXHAUSTED = 4031

@@ -32,6 +32,24 @@ import numpy as np
 
 from flwr_privacy.extras import requires
 
+__all__ = [
+    "DdgBudget",
+    "DdgPlan",
+    "DdgStep",
+    "MIN_SIGMA",
+    "ORDERS",
+    "check_plan_noise",
+    "client_step",
+    "ddg_epsilon",
+    "ddg_rdp",
+    "decode",
+    "discrete_gaussian",
+    "encode",
+    "plan_ddg",
+    "randomized_round",
+    "rdp_to_epsilon",
+]
+
 ORDERS: tuple[int, ...] = tuple(range(2, 257))  # integer orders: Zhu-Wang needs them
 MIN_SIGMA = 0.5  # Kairouz et al. Theorem 1 assumes sigma >= 1/2 (integer units)
 _CHUNK = 8192  # below this a single OpenDP call beats starting threads

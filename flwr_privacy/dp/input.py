@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["FeatureBounds", "perturb_records"]
+
 _TINY_STD = 1e-6
 """Stand-in standard deviation for features whose federated std is not positive.
 

@@ -56,6 +56,8 @@ with requires("dp", "Laplace DP-SGD (flwr_privacy.dp.laplace)"):
 from flwr_privacy.dp.sgd import LossFn
 from flwr_privacy.sizes import dataset_size
 
+__all__ = ["LaplaceReport", "clip_l1", "epsilon_schedule", "train_laplace_sgd"]
+
 
 @dataclass(frozen=True)
 class LaplaceReport:

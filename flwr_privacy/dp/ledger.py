@@ -28,6 +28,16 @@ import numpy as np
 from flwr_privacy.dp.ddg import ORDERS, DdgStep, rdp_to_epsilon
 from flwr_privacy.extras import requires
 
+__all__ = [
+    "ACCOUNTANTS",
+    "DDG_KEYS",
+    "GaussianStep",
+    "PrivacyLedger",
+    "gaussian_epsilon",
+    "joint_epsilon",
+    "quiet_opacus",
+]
+
 ACCOUNTANTS = ("rdp", "prv")
 
 DDG_KEYS = (

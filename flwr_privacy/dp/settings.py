@@ -26,6 +26,16 @@ from flwr.app import ConfigRecord
 
 from flwr_privacy.dp.ledger import ACCOUNTANTS
 
+__all__ = [
+    "CLIENT_MODES",
+    "DP_MODES",
+    "DpSettings",
+    "GRAD_SAMPLE_MODES",
+    "LOCAL_MECHANISMS",
+    "NO_SEED",
+    "UNIT_WEIGHT_MODES",
+]
+
 DP_MODES = ("none", "dp-sgd", "distributed", "laplace-sgd", "local", "central")
 CLIENT_MODES = ("dp-sgd", "distributed", "laplace-sgd", "local")  # clients keep a ledger
 UNIT_WEIGHT_MODES = ("central", "distributed")  # clients are averaged uniformly

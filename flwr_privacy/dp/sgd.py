@@ -24,6 +24,8 @@ with requires("dp", "DP-SGD (flwr_privacy.dp.sgd)"):
 from flwr_privacy.dp.ledger import GaussianStep, quiet_opacus
 from flwr_privacy.dp.settings import GRAD_SAMPLE_MODES
 
+__all__ = ["DpSgd", "LossFn", "dp_sgd_steps", "planned_noise", "sampling", "train_dp_sgd"]
+
 # A loss over (logits, labels): the user's own, e.g. nn.functional.cross_entropy.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

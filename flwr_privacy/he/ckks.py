@@ -28,6 +28,24 @@ from flwr_privacy.he.backend import EncodeSettings, ScoreQuery
 from flwr_privacy.he.bundle import BundleError, KeyBundle
 from flwr_privacy.he.payload import Header, PayloadError
 
+__all__ = [
+    "BACKEND",
+    "Ckks",
+    "DEFAULTS",
+    "SCORE_LEVELS",
+    "add",
+    "check_chunks",
+    "check_vector",
+    "context",
+    "decrypt",
+    "decrypt_scalars",
+    "deviation_scores",
+    "encrypt",
+    "keygen",
+    "load_vector",
+    "slots",
+]
+
 DEFAULTS: dict[str, Any] = {
     "poly-modulus-degree": 8192,
     "coeff-mod-bit-sizes": [60, 40],

@@ -19,7 +19,17 @@ from flwr_privacy.he.check import check_compatible
 from flwr_privacy.he.payload import Header, Layout, Payload, PayloadError
 from flwr_privacy.he.quantize import clip
 
-__all__ = ["EncodeSettings"]  # re-exported: the settings live with the backend protocol
+__all__ = [  # EncodeSettings re-exported: the settings live with the backend protocol
+    "EncodeSettings",
+    "aggregate",
+    "decrypt_arrays",
+    "encrypt_arrays",
+    "encrypted_scores",
+    "flatten",
+    "layout_of",
+    "score_bound",
+    "unflatten",
+]
 
 
 def layout_of(arrays: dict[str, np.ndarray]) -> Layout:

@@ -47,6 +47,16 @@ from flwr_privacy.he.bundle import KeyBundle
 from flwr_privacy.he.codec import check_compatible, flatten, unflatten
 from flwr_privacy.he.payload import Header, Payload, PayloadError
 
+__all__ = [
+    "CKKS_LEVELS",
+    "MODE",
+    "SCALE_BITS",
+    "apply_affine",
+    "check_params",
+    "decrypt_model",
+    "encrypt_model",
+]
+
 MODE = "server-keyed"
 SCALE_BITS = 40  # Paillier fixed point: model and map entries are scaled by 2^40
 CKKS_LEVELS = 1

@@ -16,6 +16,21 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord
 
+__all__ = [
+    "CHUNK_PREFIX",
+    "CHUNK_STYPE",
+    "HEADER_KEY",
+    "HEADER_STYPE",
+    "Header",
+    "KeyMismatchError",
+    "Layout",
+    "Payload",
+    "PayloadError",
+    "is_encrypted",
+    "load_payload",
+    "save_payload",
+]
+
 HEADER_KEY = "he-header"
 CHUNK_PREFIX = "he-chunk-"
 HEADER_STYPE = "flower-flwr_privacy/he-header"
@@ -216,4 +231,5 @@ def load_payload(path: str | Path) -> Payload:
 
 
 def is_encrypted(record: ArrayRecord) -> bool:
+    """Whether ``record`` is an encrypted payload (it carries the payload header)."""
     return HEADER_KEY in record

@@ -23,6 +23,8 @@ from flwr.supercore.differential_privacy import compute_clip_model_update
 from flwr_privacy.dp.client import dp_settings
 from flwr_privacy.records import ARRAYS, DP_RECORD
 
+__all__ = ["MOD_NAME", "central_clip_mod", "clipped_reply"]
+
 MOD_NAME = "central_clip_mod"
 
 

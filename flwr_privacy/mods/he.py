@@ -53,6 +53,8 @@ from flwr_privacy.records import (
 )
 from flwr_privacy.settings import SERVER_FIX, HeRound, SettingsError
 
+__all__ = ["Mod", "NODE_BUNDLE_KEY", "decrypt_scores", "he_mod", "make_he_mod", "node_bundle"]
+
 NODE_BUNDLE_KEY = "he-client-bundle"
 Mod = Callable[[Message, Context, ClientAppCallable], Message]
 

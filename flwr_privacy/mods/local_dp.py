@@ -39,6 +39,8 @@ from flwr_privacy.dp.settings import DpSettings
 from flwr_privacy.mods.central_clip import clipped_reply
 from flwr_privacy.records import ARRAYS, CONFIG, DP_RECORD, METRICS, as_int
 
+__all__ = ["MOD_NAME", "local_dp_mod", "make_local_dp_mod"]
+
 MOD_NAME = "local_dp_mod"
 _FIX = (
     "the server must wrap its strategy in BudgetGuard(strategy, dp=DpSettings(mode='local', "

@@ -46,6 +46,16 @@ from flwr_privacy.secagg.stages import (
     read,
 )
 
+__all__ = [
+    "LAST_KEY",
+    "Mod",
+    "NO_ANCHOR",
+    "SESSION_KEY",
+    "ddg_plan_of",
+    "make_secagg_mod",
+    "secagg_mod",
+]
+
 SESSION_KEY = "flwr-privacy.secagg-session"  # context.state: this node's round secrets
 LAST_KEY = "flwr-privacy.secagg-last"  # context.state: the last round this node masked in
 Mod = Callable[[Message, Context, ClientAppCallable], Message]

@@ -19,6 +19,8 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from flwr_privacy.records import ARRAYS, TAMPER_RECORD, as_int, settings_record
 
+__all__ = ["DATA_ATTACKS", "Tamper", "UPDATE_ATTACKS", "tamper_mod"]
+
 UPDATE_ATTACKS = ("sign-flip", "scale", "gaussian", "same-value")
 # The app poisons the training data itself: every label flipped, or one class relabelled
 # as another (a targeted flip, the sybil attack FoolsGold is built against).

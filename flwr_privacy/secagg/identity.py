@@ -31,6 +31,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from flwr_privacy.secagg.crypto import SecAggError
 
+__all__ = [
+    "KEY_FORMAT",
+    "NODE_KEY",
+    "NODE_ROSTER",
+    "ROSTER_FILE",
+    "ROSTER_FORMAT",
+    "Roster",
+    "SIGNATURE_BYTES",
+    "SigningKey",
+    "SimulatedRoster",
+    "Trust",
+    "check_name",
+    "enrol",
+    "make_roster",
+]
+
 ROSTER_FILE = "roster.json"
 ROSTER_FORMAT = "flwr-privacy-secagg-roster/1"
 KEY_FORMAT = "flwr-privacy-secagg-key/1"

@@ -33,6 +33,26 @@ from flwr_privacy.records import flatten, unflatten
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
 from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost
 
+__all__ = [
+    "BoxPlot",
+    "BoxPlotFedAvg",
+    "BoxPlotFilter",
+    "FilterFn",
+    "FilterReport",
+    "MIN_CLIENTS",
+    "ONE_SIDED",
+    "QUARTILES",
+    "SCORES",
+    "TINY",
+    "VARIANTS",
+    "box_filter",
+    "client_scores",
+    "coordinate_mean",
+    "fences",
+    "log_report",
+    "quartiles",
+]
+
 SCORES = ("median-distance", "mean-distance", "norm")
 VARIANTS = ("client", "coordinate")
 QUARTILES = ("inner", "linear")

@@ -26,6 +26,8 @@ from flwr_privacy.dp.settings import DpSettings
 from flwr_privacy.records import DP_RECORD, attach
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = ["BudgetGuard", "BudgetsExhausted", "DeclineFn"]
+
 DeclineFn = Callable[[int, int, str], None]  # (server round, node id, reason)
 
 

@@ -27,6 +27,8 @@ from flwr_privacy.dp.ledger import PrivacyLedger
 from flwr_privacy.dp.settings import DpSettings
 from flwr_privacy.records import DP_RECORD, attach
 
+__all__ = ["LedgeredCentralDp", "ReleaseFn"]
+
 ReleaseFn = Callable[[int, float], None]  # (server round, epsilon so far)
 
 

@@ -39,6 +39,8 @@ from flwr_privacy.settings import HeRound, HeSettings
 from flwr_privacy.strategy.validation import ReplyValidation, reply_problem, reply_weight
 from flwr_privacy.strategy.wrapper import check_evaluate_fn
 
+__all__ = ["AllKeysMismatched", "EncryptedAggregation", "EncryptedFedAvg", "EncryptedFedProx"]
+
 
 class AllKeysMismatched(RuntimeError):
     """Every reply of a round was made under another key generation than the server's.

@@ -47,6 +47,8 @@ from flwr_privacy.strategy.box_plot import (
 )
 from flwr_privacy.strategy.encrypted import EncryptedAggregation
 
+__all__ = ["ATTEMPTS", "EncryptedBoxPlot", "EncryptedBoxPlotFedAvg", "EncryptedBoxPlotFedProx"]
+
 ATTEMPTS = 4  # key holders asked in turn for two agreeing answers before a round is skipped
 
 

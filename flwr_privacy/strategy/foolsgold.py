@@ -66,6 +66,17 @@ from flwr_privacy.strategy.box_plot import FilterReport
 from flwr_privacy.strategy.validation import RejectFn, Validated, reply_weight
 from flwr_privacy.strategy.wrapper import fedavg_or_fedprox, innermost, layers
 
+__all__ = [
+    "ALMOST_ONE",
+    "FoolsGold",
+    "FoolsGoldFedAvg",
+    "FoolsGoldFilter",
+    "FoolsGoldReport",
+    "ReportFn",
+    "foolsgold_weights",
+    "select",
+]
+
 ALMOST_ONE = 0.99  # alpha = 1 before the logit (the authors' code): ln(99) + 0.5 > 1
 
 

@@ -28,6 +28,17 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = [
+    "NOT_AGGREGATED",
+    "NO_REPLY",
+    "NoContributionError",
+    "RejectionsFn",
+    "ShortLists",
+    "StopOnEmptyRounds",
+    "short_lists",
+    "shorten",
+]
+
 RejectionsFn = Callable[[], Mapping[int, str]]  # node id -> why the inner strategy refused it
 NO_REPLY = "no reply within the round timeout"
 NOT_AGGREGATED = "reply not aggregated by the strategy"

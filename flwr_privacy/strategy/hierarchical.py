@@ -44,6 +44,8 @@ from flwr_privacy.strategy.encrypted import AllKeysMismatched
 from flwr_privacy.strategy.validation import reply_weight
 from flwr_privacy.strategy.wrapper import StrategyWrapper, innermost, layers
 
+__all__ = ["EdgeResult", "Hierarchical", "TIERS", "TierFn", "assign_edges", "record_bytes"]
+
 TIERS = ("edge", "cloud", "both")
 TierFn = Callable[[int, dict[str, Any]], None]
 

@@ -61,6 +61,8 @@ from flwr_privacy.secagg.stages import (
 )
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = ["RoundFn", "SecAggPlus", "StageStats", "content_bytes"]
+
 RoundFn = Callable[[int, dict[str, Any]], None]
 
 

@@ -30,6 +30,8 @@ from flwr_privacy.he.model import check_params, decrypt_model, encrypt_model
 from flwr_privacy.strategy.validation import RejectFn
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = ["ServerKeyedModel"]
+
 
 class ServerKeyedModel(StrategyWrapper):
     """Encrypted-model training around ``strategy`` (FedAvg or FedProx).

@@ -14,6 +14,8 @@ from flwr_privacy.mods.tamper import Tamper
 from flwr_privacy.records import TAMPER_RECORD
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = ["Tampering"]
+
 
 class Tampering(StrategyWrapper):
     """Tell ``nodes`` to misbehave as ``attack`` (their ``tamper_mod`` does it).

@@ -20,6 +20,17 @@ from flwr.serverapp.strategy import Strategy
 from flwr_privacy.records import as_float
 from flwr_privacy.strategy.wrapper import StrategyWrapper
 
+__all__ = [
+    "RejectFn",
+    "ReplyValidation",
+    "Signature",
+    "Validated",
+    "accepted",
+    "array_signature",
+    "reply_problem",
+    "reply_weight",
+]
+
 if TYPE_CHECKING:  # the mixins below always come before FedAvg (or a subclass) in the bases
     from flwr.serverapp.strategy import FedAvg as _FedAvgMixinBase
 else:

@@ -16,6 +16,15 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Result, Strategy
 
 from flwr_privacy.settings import CIPHERTEXT_OK
 
+__all__ = [
+    "EvaluateFn",
+    "StrategyWrapper",
+    "check_evaluate_fn",
+    "fedavg_or_fedprox",
+    "innermost",
+    "layers",
+]
+
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
