@@ -165,6 +165,14 @@ def distributed_dp_fit(
             "make_secagg_mod(...) to the ClientApp's mods and wrap the server's strategy in "
             "SecAggPlus(..., secagg=SecAggSettings(dp=DistributedDp.for_dp_sgd(...)))"
         )
+    from flwr_privacy.mods.secagg import SESSION_KEY
+
+    if SESSION_KEY not in context.state:  # a record the server wrote, with no mod to add noise
+        raise BudgetExhausted(
+            "distributed_dp_fit: the round's plan did not come through secagg_mod (no SecAgg+ "
+            "session in this node's state), so nothing would mask or noise the update: add "
+            "make_secagg_mod(...) to the ClientApp's mods; refused"
+        )
     dp = DpSettings(mode="distributed", epsilon=epsilon, delta=delta, rounds=rounds,
                     max_grad_norm=max_grad_norm)  # fmt: skip
     dp, budget = client_budget(context, dp, fallback_source="the ClientApp's arguments")

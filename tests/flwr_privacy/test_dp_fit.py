@@ -129,6 +129,9 @@ def _ddp_message(plan_kwargs: dict[str, float] | None = None, encoding: str = "d
 
 def _ddp_fit(model: nn.Module, msg: Message, ctx: Context, lr: float = 0.5) -> dict[str, float]:
     from flwr_privacy import distributed_dp_fit
+    from flwr_privacy.mods.secagg import SESSION_KEY
+
+    ctx.state[SESSION_KEY] = ConfigRecord({"stand-in": 1})  # as secagg_mod leaves it
 
     return distributed_dp_fit(model, _data(), msg, ctx, epsilon=3.0, delta=1e-5, rounds=2,
                               lr=lr, loss_fn=nn.CrossEntropyLoss())  # fmt: skip
@@ -158,6 +161,16 @@ def test_distributed_fit_refuses_a_plan_too_weak_for_its_own_budget() -> None:
     ctx.node_config["dp-epsilon"] = 0.1  # a deployment's own, smaller budget wins
     with pytest.raises(BudgetExhausted, match="from node config"):
         _ddp_fit(model, _ddp_message(), ctx)
+
+
+def test_distributed_fit_refuses_a_plan_that_bypassed_secagg_mod() -> None:
+    """A lying server writes a ddg plan into a message for a ClientApp without secagg_mod:
+    nothing would mask or noise the update, so the client refuses instead of booking it."""
+    from flwr_privacy import distributed_dp_fit
+
+    with pytest.raises(BudgetExhausted, match="did not come through secagg_mod"):
+        distributed_dp_fit(_model(), _data(), _ddp_message(), _context(), epsilon=3.0,
+                           delta=1e-5, rounds=2, lr=0.5, loss_fn=nn.CrossEntropyLoss())  # fmt: skip
 
 
 def test_distributed_fit_without_secagg_plan_names_the_fix() -> None:
