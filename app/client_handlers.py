@@ -103,7 +103,7 @@ def train_on(
     Split from ``train`` so an experiment can train on other data with the same
     code path (``app/canaries.py`` adds the DP audit's canaries).
     """
-    if msg.content[CONFIG].get("he.mode") == "server-keyed":  # README: "Server-keyed HE"
+    if msg.content[CONFIG].get("he.mode") == "server-keyed":  # docs/guides/he-server-keyed.md
         return _train_encrypted(msg, task, settings, data)
     model = _model(task, msg)
     dp = dp_settings(msg)  # the record of the server's BudgetGuard
@@ -112,7 +112,7 @@ def train_on(
         asked = dp.mode if dp else "no DP"
         return declined(msg, f"this SuperNode's node config pins dp-mode = {pinned!r}, but the "
                              f"server asks for {asked!r}: refused")  # fmt: skip
-    if dp is not None and dp.on_clients:  # client-side DP (README: "Differential privacy")
+    if dp is not None and dp.on_clients:  # client-side DP (docs/guides/dp.md)
         try:
             metrics = train_private(task, model, data, settings.train, msg, context, dp)
         except BudgetExhausted as e:

@@ -67,7 +67,7 @@ class HeConfig:
 
     @property
     def server_keyed(self) -> bool:
-        """Encrypted-model training: the server holds the key (README: "Server-keyed HE")."""
+        """Encrypted-model training: the server holds the key (docs/guides/he-server-keyed.md)."""
         return self.enabled and self.mode == "server-keyed"
 
     @classmethod
@@ -224,7 +224,7 @@ class HierarchyConfig:
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """The ``secagg.`` sub-table: SecAgg+ secure aggregation (README: "Secure aggregation")."""
+    """The ``secagg.`` sub-table: SecAgg+ secure aggregation (docs/guides/secagg.md)."""
 
     enabled: bool
     threshold: float
@@ -278,7 +278,7 @@ def _attack(cfg: Mapping[str, Any]) -> Attack:
 
 @dataclass(frozen=True)
 class AppConfig:
-    """The validated run config of one run (keys in README's run-config table)."""
+    """The validated run config of one run (keys: docs/reference/run-config.md)."""
 
     task: str
     num_server_rounds: int

@@ -83,7 +83,7 @@ def train_private(
     cfg = msg.content.config_records[CONFIG]
     plan = round_plan(msg) if dp.mode == "distributed" else None
     budget = None
-    if plan is not None:  # the client's own budget, never the server's (README: SecAgg+ DP)
+    if plan is not None:  # the client's own budget, never the server's (distributed-dp guide)
         dp, budget = client_budget(context, dp, fallback_source="run config (simulated trust)")
     ledger = ledger_of(context, dp)
     if dp.input_epsilon > 0:

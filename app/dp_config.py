@@ -1,6 +1,6 @@
 """The ``dp.`` run-config sub-table, parsed into the toolkit's ``DpSettings``.
 
-Modes and fields: ``flwr_privacy.dp.settings`` (README: "Differential privacy").
+Modes and fields: ``flwr_privacy.dp.settings`` (docs/guides/dp.md).
 ``dp.input-epsilon > 0`` adds input perturbation (tabular tasks) to any of them.
 The server sends the settings to clients as the ``flwr-privacy.dp`` record
 (``BudgetGuard`` / ``LedgeredCentralDp``), never as ``dp.*`` config keys.

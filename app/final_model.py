@@ -99,8 +99,9 @@ def _decrypt(
     lost = (
         " This run used per-run simulation keys, deleted when it ended, so nobody can decrypt "
         f"it: deal keys first (python -m app.keys generate --backend {model['scheme']} "
-        '--out keys/ with the run\'s he.* parameters; README "Keys") and run with '
-        "he.server-bundle='/abs/keys/server.json' he.client-bundle='/abs/keys/client.json'."
+        "--out keys/ with the run's he.* parameters; docs/guides/he-server-blind.md, \"Keys\") "
+        "and run with he.server-bundle='/abs/keys/server.json' "
+        "he.client-bundle='/abs/keys/client.json'."
         if per_run
         else ""
     )

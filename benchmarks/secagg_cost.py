@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-# Cited, not rerun: README "Measured cost (python -m benchmarks.he_cost, 10 clients, 2 cores)",
+# Cited, not rerun: docs/guides/he-server-blind.md "Measured cost (python -m benchmarks.he_cost,
+# 10 clients, 2 cores)",
 # bytes per parameter one client sends at 1M parameters.
 HE_BYTES_PER_PARAM = {
     "plaintext float32": 4.00,

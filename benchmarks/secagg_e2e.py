@@ -6,7 +6,7 @@ through Flower's simulation engine once in plaintext and once per variant (``--v
 ``benchmarks/results/secagg_e2e.json``. Extra run-config keys: ``--set key=value``.
 
 At scale: ``python -m benchmarks.secagg_e2e --task mcsn --clients 1000 --rounds 2`` (synthetic
-threat data, 200 records a client; README "Secure aggregation (SecAgg+)"). Per run it reports
+threat data, 200 records a client; docs/guides/secagg.md). Per run it reports
 seconds per round (round 1 apart: it includes the actors' first messages), SecAgg+ stage
 seconds and bytes per round, the clients that shared, masked and were recovered, the final
 accuracy / macro-F1 and the peak resident memory of the whole process tree (server, Ray

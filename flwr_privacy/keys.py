@@ -90,6 +90,20 @@ def deal_keys(
 
     Yields the server bundle (loaded without secret key: the secret never enters
     this process) and the client bundle's path; the directory is removed on exit.
+
+    Parameters
+    ----------
+    backend : str
+        ``"ckks"`` or ``"paillier"``.
+    params : mapping, optional
+        The backend's key parameters as ``python -m flwr_privacy.keys generate`` takes
+        them (``poly-modulus-degree``, ``coeff-mod-bit-sizes``, ``scale-bits``,
+        ``eval-keys``; ``key-bits``); default: the backend's defaults.
+
+    Examples
+    --------
+    >>> with deal_keys("ckks") as (server_bundle, client_path):  # doctest: +SKIP
+    ...     strategy = EncryptedFedAvg(bundle=server_bundle)
     """
     tmp = Path(tempfile.mkdtemp(prefix="flwr-privacy-keys-"))
     os.chmod(tmp, 0o700)
@@ -113,9 +127,29 @@ def decrypt_model(
 ) -> dict[str, np.ndarray]:
     """The plaintext global model, for a key holder.
 
-    ``model`` is what the strategy returned (``result.arrays``), a payload, or a
-    saved ``*.he.json`` file; ``bundle`` a client bundle (with secret key) or its path.
-    A plaintext ArrayRecord is returned as it is.
+    Parameters
+    ----------
+    model : ArrayRecord, Payload, str or Path
+        What the strategy returned (``result.arrays``), a payload, or a saved
+        ``*.he.json`` file (``global-model.he.json`` of a run directory).
+    bundle : KeyBundle, str or Path
+        A client bundle (with the secret key) or its path; the server bundle is refused.
+    workers : int
+        Processes for Paillier decryption.
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        The model's arrays by name, in the order and shapes of the layout the clients
+        encrypted (for a PyTorch model: its ``state_dict`` names), already divided by the
+        summed client weight: FedAvg's weighted mean. A plaintext ArrayRecord's arrays are
+        returned as they are.
+
+    Raises
+    ------
+    ValueError
+        A bundle without a secret key, or one of another key generation (both fingerprints
+        named).
     """
     if isinstance(bundle, str | Path):
         bundle = load_bundle(bundle, expect_private=True)

@@ -147,6 +147,11 @@ def handles_ciphertext(fn: F) -> F:
 
     Encrypted strategies refuse any other ``evaluate_fn``: centralized evaluation
     would be handed ciphertext.
+
+    Parameters
+    ----------
+    fn : callable
+        The ``evaluate_fn(server_round, arrays)``; returned unchanged, marked.
     """
     setattr(fn, CIPHERTEXT_OK, True)  # noqa: B010 (a marker attribute on any callable)
     return fn

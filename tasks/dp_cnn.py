@@ -39,7 +39,7 @@ GENERATED = {"generated-gray": (1, 28), "generated-rgb": (3, 32)}
 
 @dataclass(frozen=True)
 class DpCnnOptions:
-    """The ``dp-cnn.`` run-config sub-table (README: "Image task")."""
+    """The ``dp-cnn.`` run-config sub-table (docs/guides/image-task.md)."""
 
     dataset: str = "generated-gray"
     data_dir: str = ""

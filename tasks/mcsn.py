@@ -50,7 +50,7 @@ def _int_list(key: str, text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class McsnOptions:
-    """The ``mcsn.`` run-config sub-table (README: "Threat detection")."""
+    """The ``mcsn.`` run-config sub-table (docs/guides/threat-detection.md)."""
 
     dataset: str = "synthetic"
     data_dir: str = ""
@@ -67,7 +67,7 @@ class McsnOptions:
 
     @property
     def weight_rule(self) -> str:
-        """``class_weights`` with ``auto`` resolved (README: "Your own CSV data").
+        """``class_weights`` with ``auto`` resolved (docs/guides/threat-detection.md).
 
         Measured: on a user's CSV ``sqrt-inverse`` bought 10 points of macro-F1 for
         0.4 of accuracy, ``inverse`` cost 2.9 points; NSL-KDD's test set holds 13x

@@ -1,6 +1,6 @@
 """Fixtures shared across test packages, and the suite's two tiers.
 
-Tiers (README "Tests"): ``python -m pytest -q`` runs everything (CI);
+Tiers (README "Tests", docs/development.md): ``python -m pytest -q`` runs everything (CI);
 ``python -m pytest -q -m "not slow"`` is the fast tier. A test is ``slow`` when it
 starts Flower's simulation engine (Ray), starts real processes (a SuperLink,
 SuperNodes, ``flwr run``, a subprocess), executes a notebook, or takes over 10 s;

@@ -3,5 +3,5 @@
 ``certs`` writes a CA, the SuperLink's certificate and SuperNode key pairs;
 ``local`` starts a SuperLink and N SuperNodes on 127.0.0.1 with TLS, node
 authentication and HE keys, runs the app and stops every process it started.
-README: "Deploy".
+docs/deploy/index.md.
 """

@@ -84,6 +84,8 @@ def lira_offline_scores(
         mean) instead of one per example: Carlini et al.'s choice with few shadows, where
         a per-example variance from 2-8 values is too noisy.
 
+    Notes
+    -----
     The score is monotone in ``(phi - mu_out) / sigma_out`` (higher = member); the
     log p-value keeps resolution far in the tail where the p-value itself underflows.
     Examples without any OUT shadow get the pooled mean and deviation.

@@ -119,7 +119,16 @@ def check_budget(ledger: PrivacyLedger, release: Release, dp: DpSettings) -> Non
 
 
 def declined(msg: Message, reason: str | BaseException) -> Message:
-    """The reply of a client that declines to train (``BudgetGuard`` stops asking it)."""
+    """The reply of a client that declines to train (``BudgetGuard`` stops asking it).
+
+    Parameters
+    ----------
+    msg : Message
+        The train message being answered.
+    reason : str or BaseException
+        Why (usually the ``BudgetExhausted`` raised by ``dp_sgd_fit``); sent as the
+        error reply's reason, with code 4031.
+    """
     return Message(Error(code=BUDGET_EXHAUSTED, reason=f"dp: {reason}"), reply_to=msg)
 
 

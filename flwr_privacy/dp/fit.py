@@ -65,6 +65,12 @@ def dp_sgd_fit(
     rounds
         Rounds the noise is planned over: the epsilon reaches ``epsilon`` after ``rounds``
         calls, and the next call raises ``BudgetExhausted`` before training.
+    max_grad_norm
+        Per-example L2 clip.
+    epochs
+        Local epochs this round (every call must use the same, as planned).
+    accountant
+        ``"rdp"`` or ``"prv"`` (Opacus).
     noise_multiplier
         A fixed noise multiplier instead of the planned one.
 

@@ -100,7 +100,27 @@ def joint_epsilon(gaussian: Iterable[GaussianStep], ddg: Iterable[DdgStep], delt
 
 @dataclass
 class PrivacyLedger:
-    """The releases of one party (a client, or the server for central DP) over the run."""
+    """The releases of one party (a client, or the server for central DP) over the run.
+
+    It stores releases, not epsilons; ``epsilon()`` runs the accountant over all of them.
+
+    Parameters
+    ----------
+    delta : float
+        The delta every epsilon is reported at.
+    accountant : str
+        ``"rdp"`` or ``"prv"`` (Opacus) for the Gaussian releases.
+    gaussian : list of (noise multiplier, sample rate, steps)
+        Subsampled Gaussian releases (DP-SGD steps, local or central releases).
+    laplace : list of float
+        Epsilons of Laplace releases, added (basic composition).
+    ddg : list
+        Distributed discrete Gaussian rounds (under SecAgg+).
+    rounds : int
+        Rounds in which this party released something.
+    input_epsilon : float
+        A one-off release of perturbed records, counted once.
+    """
 
     delta: float
     accountant: str = "rdp"

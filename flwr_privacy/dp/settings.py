@@ -91,6 +91,24 @@ class DpSettings:
         Fixed noise multiplier; 0 plans the smallest one that fits the budget.
     max_grad_norm : float
         L2 clip: per example (DP-SGD) or of the whole update (local DP, central DP).
+    accountant : str
+        ``"rdp"`` or ``"prv"``: Opacus' accountant for Gaussian releases.
+    grad_sample_mode : str
+        ``"hooks"`` or ``"functorch"``: how Opacus computes per-example gradients.
+    local_mechanism : str
+        Local DP's noise: ``"gaussian"`` (L2 clip, Flower's ``LocalDpMod``) or ``"laplace"``.
+    l1_clip : float
+        L1 clip: per example (``laplace-sgd``) or of the whole update (local Laplace).
+    laplace_increment : float
+        ``d`` in the Laplace schedule ``eps_t = eps_1 + (t - 1) d`` over local epochs.
+    loss_bound, weight_decay, relaxation : float
+        ``laplace-sgd``: per-example loss clamp of the private Polyak step, L2
+        regularization, and the Polyak step's relaxation term.
+    input_epsilon, input_width : float
+        Input perturbation of tabular records: its epsilon (0 = off, counted once) and
+        the bounds, federated mean +- ``input_width`` standard deviations.
+    momentum : float
+        Distributed DP: heavy-ball momentum on the aggregate, applied by the clients.
     noise_seed : int or None
         ``None`` (default): each client draws a secret noise seed. An integer makes the
         noise repeatable for experiments and voids the guarantee against whoever knows it.

@@ -235,7 +235,7 @@ def decrypt_scalars(chunks: list[bytes], bundle: KeyBundle) -> list[float]:
     """Decrypt score ciphertexts; each must hold exactly one value.
 
     A client answering the server's score query returns only these scalars,
-    never a longer vector (see README, encrypted box plot).
+    never a longer vector (see docs/guides/robust.md, encrypted box plot).
     """
     ctx = context(bundle, secret=True)
     out = []

@@ -70,8 +70,17 @@ def make_local_dp_mod(
         ``mechanism="gaussian"``, L1 for ``"laplace"``.
     rounds
         Rounds the noise is planned over.
+    mechanism
+        ``"gaussian"`` (Flower's ``LocalDpMod``) or ``"laplace"``.
     noise_multiplier
         Gaussian only: a fixed noise multiplier instead of the planned one (0).
+    accountant
+        ``"rdp"`` or ``"prv"`` (Opacus), for Gaussian releases.
+
+    Examples
+    --------
+    >>> mod = make_local_dp_mod(epsilon=3.0, delta=1e-5, clip=1.0, rounds=30)
+    >>> app = ClientApp(mods=[mod])  # doctest: +SKIP
     """
     dp = DpSettings(mode="local", epsilon=epsilon, delta=delta, rounds=rounds,
                     max_grad_norm=clip, l1_clip=clip, local_mechanism=mechanism,

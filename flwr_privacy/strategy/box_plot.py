@@ -199,7 +199,7 @@ def box_filter(
     positive and right-skewed (a client twice as far as typical is as unusual as
     one half as far), and on the raw scale the long honest tail is cut off too
     often (10 % of honest client-rounds dropped with no attacker on breast
-    cancer, 4 % on the log scale; README). Distance scores (``ONE_SIDED``) drop
+    cancer, 4 % on the log scale; docs/guides/robust.md). Distance scores (``ONE_SIDED``) drop
     above the upper fence only.
     """
     report = FilterReport(variant="client", received=len(nodes), nodes=list(nodes))

@@ -35,8 +35,15 @@ ReleaseFn = Callable[[int, float], None]  # (server round, epsilon so far)
 class LedgeredCentralDp(DifferentialPrivacyServerSideFixedClipping):
     """Flower's server-side fixed clipping whose releases are accounted by our ledger.
 
-    Takes Flower's positional arguments (strategy, noise multiplier, clipping norm,
-    sampled clients); ``dp`` (mode ``"central"``) is the budget and what clients receive.
+    Parameters
+    ----------
+    *args, **kwargs
+        Flower's ``DifferentialPrivacyServerSideFixedClipping`` arguments (strategy, noise
+        multiplier, clipping norm, sampled clients).
+    dp : DpSettings
+        Mode ``"central"``: the server's budget, and what the clients receive.
+    on_release : callable, optional
+        Called after each round's release with the ledger's state (epsilon so far).
     """
 
     def __init__(self, *args: Any, dp: DpSettings, on_release: ReleaseFn | None = None,

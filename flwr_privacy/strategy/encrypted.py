@@ -267,8 +267,52 @@ class EncryptedAggregation(ReplyValidation):
 
 
 class EncryptedFedAvg(EncryptedAggregation, FedAvg):
-    """FedAvg whose aggregation step works on encrypted payloads."""
+    """FedAvg whose aggregation step adds encrypted payloads; the server never decrypts.
+
+    Clients need ``he_mod`` (``ClientApp(mods=[he_mod])``): it reads the
+    ``flwr-privacy.he`` record this strategy writes, encrypts each update and
+    decrypts the global model. A reply that fails the server's checks (key
+    fingerprint, layout, clip, packing, weight, each ciphertext) is left out of the
+    round with a logged reason; the round aggregates the others.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Flower's ``FedAvg`` arguments (``fraction_train``, ``min_available_nodes``, ...).
+    he : HeSettings
+        Backend (``"ckks"`` or ``"paillier"``), clip and encoding, and where the keys
+        come from. May be left out when ``bundle`` is given.
+    bundle : KeyBundle, optional
+        Public-only key material loaded by the caller (a bundle with a secret key is
+        refused). Default: ``he.server_bundle``, or keys dealt per run (simulation).
+    num_examples : dict[int, int], optional
+        Known training-set sizes per node id; the largest sets each round's weight
+        scale. Unknown sizes are learnt from the first round's replies (which is then
+        weighted equally, and logged).
+    min_contributions : int
+        A round with fewer valid updates is not aggregated (the model stays).
+
+    Raises
+    ------
+    ValueError
+        From ``start``, when given an ``evaluate_fn`` not marked ``handles_ciphertext``:
+        the server holds only ciphertext.
+
+    Examples
+    --------
+    >>> strategy = EncryptedFedAvg(he=HeSettings(backend="ckks"), fraction_train=1.0)
+    >>> result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)  # doctest: +SKIP
+    >>> weights = decrypt_model(result.arrays, strategy.client_bundle_path)  # doctest: +SKIP
+    """
 
 
 class EncryptedFedProx(EncryptedAggregation, FedProx):
-    """FedProx (adds ``proximal-mu`` to the train config) over encrypted payloads."""
+    """FedProx (adds ``proximal-mu`` to the train config) over encrypted payloads.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Flower's ``FedProx`` arguments, ``proximal_mu`` among them.
+    he, bundle, num_examples, min_contributions
+        As for ``EncryptedFedAvg``.
+    """

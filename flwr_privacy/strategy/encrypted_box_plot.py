@@ -18,7 +18,7 @@ Protocol per round (CKKS with evaluation keys on the server, two levels):
 
 Revealed (honest-but-curious server): to the server and to the (two or more)
 decrypting clients, one or two scores per client per round, without node ids
-for the clients. Nothing else is decrypted. README ("Over encrypted updates")
+for the clients. Nothing else is decrypted. docs/guides/robust.md ("Over encrypted updates")
 states what a malicious server could still obtain.
 """
 
@@ -192,8 +192,41 @@ class EncryptedBoxPlot(EncryptedAggregation):
 
 
 class EncryptedBoxPlotFedAvg(EncryptedBoxPlot, FedAvg):
-    """EncryptedFedAvg over the clients inside the fences of their encrypted scores."""
+    """EncryptedFedAvg over the clients inside the fences of their encrypted scores.
+
+    Each round the server computes every client's score (``mean-distance`` or
+    ``norm``) on ciphertexts, asks the round's clients to decrypt the scores only, and
+    adds the updates inside the fences. Needs CKKS keys with evaluation keys
+    (``python -m flwr_privacy.keys generate --backend ckks --eval-keys
+    --coeff-mod-bit-sizes 60,40,40,60``).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``EncryptedFedAvg``'s arguments (``he``, ``bundle``, ...) and Flower's ``FedAvg``'s.
+    box : BoxPlot
+        The filter: client-level only, with ``mean-distance`` or ``norm`` scores
+        (medians and per-coordinate fences need comparisons, which CKKS cannot do).
+    on_filter : callable, optional
+        Called with each round's filter record (received, kept, dropped, scores, fences).
+    query_timeout : float
+        Seconds the server waits for the clients' decrypted scores.
+
+    Raises
+    ------
+    ValueError
+        A coordinate-level or median-score box plot, or a backend that cannot multiply
+        (Paillier).
+    """
 
 
 class EncryptedBoxPlotFedProx(EncryptedBoxPlot, FedProx):
-    """EncryptedFedProx with box-plot filtering on encrypted scores."""
+    """EncryptedFedProx with box-plot filtering on encrypted scores.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``EncryptedFedProx``'s and Flower's ``FedProx``'s arguments.
+    box, on_filter, query_timeout
+        As for ``EncryptedBoxPlotFedAvg``.
+    """

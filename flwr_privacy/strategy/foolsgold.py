@@ -29,7 +29,7 @@ attacker, or attackers that each push a different direction (or add noise to
 look diverse), are not similar to anyone and keep full weight, as does a free
 rider's all-zero update; honest clients with alike data (IID partitions) look
 like sybils and are down-weighted, and when they are more alike than the sybils
-the weights invert (measured in README: "FoolsGold").
+the weights invert (measured in docs/guides/robust.md, "FoolsGold").
 
 Why it cannot run on ciphertexts (server-blind HE): every step needs the
 plaintext histories. The server-blind server holds only ciphertexts and no

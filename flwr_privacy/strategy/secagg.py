@@ -7,7 +7,7 @@ stage and decodes the sum into the new global model. The server learns the
 weighted sum of the updates of a survivor set a quorum of clients signed (and hence
 the aggregate model, which it may evaluate centrally); with roster trust, never one
 honest client's update even if it lies, unless it colludes with ``t`` or more clients
-(``t`` within each client's floors; README "Secure aggregation" says exactly what holds).
+(``t`` within each client's floors; docs/guides/secagg.md says exactly what holds).
 
 ``groups`` (node -> group, e.g. the edges of a terminal-edge-cloud hierarchy)
 runs one SecAgg+ instance per group: each edge unmasks only its own sum and the

@@ -8,7 +8,7 @@ pair, so it evaluates centrally and re-encrypts every round (which also
 resets CKKS levels and Paillier scales). Clients cannot evaluate a model they
 cannot read: there is no federated evaluation in this mode.
 
-What it protects and what it does not (README, "Server-keyed HE"): the model
+What it protects and what it does not (docs/guides/he-server-keyed.md): the model
 stays hidden from clients and eavesdroppers; the server reads every client's
 updated model.
 """

@@ -123,4 +123,5 @@ def test_pyproject_extras_install_what_extras_py_says() -> None:
     assert not core & {DIST.get(m, m) for m in HEAVY}
     # the app extra (README's install, via dev) has every layer
     assert "flower-privacy[he,dp,robust,attacks]" in extras["app"]
-    assert "flower-privacy[app]" in extras["dev"]
+    assert "flower-privacy[app,docs]" in extras["dev"]  # and the docs site's tools
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings", "selenium"} <= dists(extras["docs"])

@@ -189,7 +189,7 @@ def test_identical_sybils_weigh_less_than_honest_clients_in_a_real_run(tmp_path:
 
     Relabelling sybils (``label-flip-target``) are not caught on this task: IID
     honest updates of the 31-weight model are more alike (cosine ~0.96) than the
-    sybils' (~0.9), which FoolsGold does not assume (README: "FoolsGold").
+    sybils' (~0.9), which FoolsGold does not assume (docs/guides/robust.md: "FoolsGold").
     """
     results = simulate(
         {"num-server-rounds": 3, "output-dir": str(tmp_path), "robust.filter": "foolsgold",
