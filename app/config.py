@@ -23,6 +23,7 @@ from tasks.base import TrainSettings
 # the DP layer are imported in the functions that parse the whole run config.
 if TYPE_CHECKING:
     from app.dp_config import DpConfig
+    from flwr_privacy.secagg.groups import GroupFilter
     from flwr_privacy.secagg.settings import DistributedDp, SecAggSettings
     from flwr_privacy.strategy.box_plot import BoxPlot
     from strategies import Robustness
@@ -232,6 +233,8 @@ class SecAggConfig:
     bits: int
     clip: float
     trust: str = "simulated"
+    group_size: int = 0  # > 0: fresh random groups, a robust filter over the group sums
+    suspicion: bool = True
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> SecAggConfig:
@@ -248,7 +251,29 @@ class SecAggConfig:
             bits=number(cfg, "secagg.bits", int, lambda v: 2 <= v <= 24, "an integer in [2, 24]"),
             clip=number(cfg, "secagg.clip", float, lambda v: v > 0, "a float > 0"),
             trust=choice(cfg, "secagg.trust", ("simulated", "roster")),
+            group_size=number(cfg, "secagg.group-size", int, lambda v: v == 0 or v >= 2,
+                              "0 (one sum) or an integer >= 2"),  # fmt: skip
+            suspicion=get(cfg, "secagg.suspicion", bool),
         )
+
+    def group_filter(self, robust: RobustConfig, strategy: str) -> GroupFilter | None:
+        """The robust filter over group sums (``secagg.group-size > 0``), else None.
+
+        ``robust.filter = "boxplot"`` drops whole groups by the box plot; the strategies
+        fedmedian / fedtrimmedavg / krum / multikrum run Flower's rule over the group means.
+        """
+        from flwr_privacy.secagg.groups import GroupFilter
+        from flwr_privacy.strategy.box_plot import BoxPlot
+
+        if self.group_size == 0:
+            return None
+        method = {"fedmedian": "median", "fedtrimmedavg": "trimmed-mean", "krum": "krum",
+                  "multikrum": "multikrum"}.get(strategy, "boxplot")  # fmt: skip
+        box = BoxPlot(k=robust.k, scores=robust.scores or ("median-distance",),
+                      quartiles=robust.quartiles)  # fmt: skip
+        return GroupFilter(size=self.group_size, method=method, box=box,
+                           trim_beta=robust.trim_beta, num_malicious=robust.num_malicious,
+                           suspicion=self.suspicion)  # fmt: skip
 
     def settings(self, *, timeout: float, dp: DistributedDp | None = None) -> SecAggSettings:
         from flwr_privacy.secagg.settings import SecAggSettings
@@ -334,7 +359,7 @@ class AppConfig:
             dp_mode=dp.mode, input_epsilon=dp.input_epsilon, epsilon=dp.epsilon,
             class_weights=getattr(weights, "class_weights", "none"),
             taylor_loss=own.get("breast-cancer.loss") == "taylor", attack=attack.active,
-            secagg=secagg.enabled,
+            secagg=secagg.enabled, secagg_groups=secagg.group_size,
         ))  # fmt: skip
         if why is not None:
             raise ConfigError(why)

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "SecAggSettings": "flwr_privacy.secagg.settings",
     "DistributedDp": "flwr_privacy.secagg.settings",
     "SecAggPlus": "flwr_privacy.strategy.secagg",
+    "GroupFilter": "flwr_privacy.secagg.groups",
     "secagg_mod": "flwr_privacy.mods.secagg",
     "make_secagg_mod": "flwr_privacy.mods.secagg",
     # robust aggregation and hierarchy

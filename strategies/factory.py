@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import (
 )
 
 from flwr_privacy.he import KeyBundle
+from flwr_privacy.secagg.groups import GroupFilter
 from flwr_privacy.secagg.settings import SecAggSettings
 from flwr_privacy.settings import HeSettings
 from flwr_privacy.strategy.box_plot import BoxPlot, BoxPlotFilter, FilterFn
@@ -141,6 +142,7 @@ def make_strategy(
     min_contributions: int = 1,
     secagg: SecAggSettings | None = None,
     on_secagg: RoundFn | None = None,
+    secagg_groups: GroupFilter | None = None,
 ) -> Strategy:
     """The strategy called ``name`` (one of ``STRATEGIES``) with the requested layers.
 
@@ -170,17 +172,19 @@ def make_strategy(
     if robust.foolsgold is not None:
         _refuse_foolsgold(he, edges)
     if secagg is not None:
-        if he is not None or robust.box is not None or robust.foolsgold or name in BUILTIN_ROBUST:
+        plain = robust.box is None and name not in BUILTIN_ROBUST
+        if he is not None or robust.foolsgold or not (plain or secagg_groups is not None):
             raise ValueError(
                 "SecAgg+ hides every single update from the server: it composes with fedavg or "
-                "fedprox only, without he, box-plot filtering or FoolsGold"
+                "fedprox only, without he, box-plot filtering or FoolsGold, unless "
+                "secagg_groups=GroupFilter(...) filters the sums of small random groups"
             )
         if name == "fedprox":
             common["proximal_mu"] = proximal_mu
         base = FedProx(**common) if name == "fedprox" else FedAvg(**common)
-        # edges: one SecAgg+ instance per edge, the cloud adds the edge sums
-        return SecAggPlus(base, secagg=secagg, groups=edges, num_examples=num_examples,
-                          on_round=on_secagg)  # fmt: skip
+        # edges: one SecAgg+ instance per edge, the cloud adds the edge sums; or random groups
+        return SecAggPlus(base, secagg=secagg, groups=edges, robust=secagg_groups,
+                          num_examples=num_examples, on_round=on_secagg)  # fmt: skip
     if name in BUILTIN_ROBUST:
         if he is not None or robust.box is not None or robust.foolsgold or edges is not None:
             raise ValueError(

@@ -11,7 +11,9 @@ honest client's update even if it lies, unless it colludes with ``t`` or more cl
 
 ``groups`` (node -> group, e.g. the edges of a terminal-edge-cloud hierarchy)
 runs one SecAgg+ instance per group: each edge unmasks only its own sum and the
-cloud adds the edge sums.
+cloud adds the edge sums. ``robust=GroupFilter(size=g)`` draws fresh random groups of at
+least ``g`` every round and filters the group sums before averaging
+(``flwr_privacy.secagg.groups``: robust aggregation while the server stays blind).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float, flatten, unfl
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
 from flwr_privacy.secagg.graph import new_graph_seed
+from flwr_privacy.secagg.groups import GroupFilter, Suspicion, filter_groups, random_groups
 from flwr_privacy.secagg.identity import SimulatedRoster, check_name
 from flwr_privacy.secagg.protocol import Advert, RoundParams, ServerRound, ids_to_bytes
 from flwr_privacy.secagg.settings import SecAggSettings
@@ -99,6 +102,9 @@ def _destinations(messages: Iterable[Message]) -> dict[str, int]:
     return {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
 
 
+Aggregate = tuple[ArrayRecord | None, MetricRecord | None]
+
+
 class SecAggPlus(StrategyWrapper):
     """SecAgg+ (Bell et al., CCS 2020) around a FedAvg-family strategy.
 
@@ -112,6 +118,11 @@ class SecAggPlus(StrategyWrapper):
         Threshold, graph degree, quantization, stage timeout and trust.
     groups : mapping, optional
         Node id -> group (e.g. edge); one SecAgg+ instance per group, sums added.
+    robust : GroupFilter, optional
+        Fresh random groups of at least ``robust.size`` every round (OS CSPRNG), one SecAgg+
+        instance each; a robust filter over the group means instead of their sum, and (with
+        ``robust.suspicion``) clients whose groups are dropped too often left out of later
+        rounds. The server learns every group's mean and which groups were dropped.
     num_examples : mapping, optional
         Known training-set sizes; the largest scales the FedAvg weights (else
         learnt from the previous round's replies; the first round is unweighted).
@@ -126,6 +137,7 @@ class SecAggPlus(StrategyWrapper):
         *,
         secagg: SecAggSettings,
         groups: Mapping[int, int] | None = None,
+        robust: GroupFilter | None = None,
         num_examples: Mapping[int, int] | None = None,
         on_round: RoundFn | None = None,
     ) -> None:
@@ -155,9 +167,16 @@ class SecAggPlus(StrategyWrapper):
             self._sim = SimulatedRoster()
         if secagg.dp is not None and self.groups:
             raise ValueError(
-                "distributed DP under SecAgg+ sizes the noise of one sum; with groups (edges) "
-                "every edge sum is a release of its own: use it without groups"
+                "distributed DP under SecAgg+ sizes the noise of one sum; with fixed groups "
+                "(edges) every edge sum is a release of its own: use it without groups, or with "
+                "robust=GroupFilter(...), whose plan covers every group sum"
             )
+        if robust is not None and self.groups:
+            raise ValueError("SecAggPlus takes fixed groups or robust=GroupFilter(...) (fresh "
+                             "random groups every round), not both")  # fmt: skip
+        self.robust = robust
+        self.suspicion = (Suspicion(alpha=robust.alpha, min_rounds=robust.min_rounds)
+                          if robust is not None and robust.suspicion else None)  # fmt: skip
 
     def summary(self) -> None:
         s = self.secagg
@@ -267,6 +286,9 @@ class SecAggPlus(StrategyWrapper):
 
     def _setup(self, server_round: int, nodes: list[int], size: int) -> dict[int, ServerRound]:
         """Parameters per group; modulus for the clients a sum may hold."""
+        if self.robust is not None:  # drawn afresh for every (re)start: no group below size
+            drawn = random_groups(nodes, self.robust.size) if nodes else []
+            self.groups = {n: i for i, group in enumerate(drawn) for n in group}
         by_group: dict[int, list[int]] = {}
         for node in nodes:
             by_group.setdefault(self.groups.get(node, 0), []).append(node)
@@ -280,8 +302,9 @@ class SecAggPlus(StrategyWrapper):
                 f"{len(nodes)} clients at {self.secagg.quant_bits} bits need a modulus "
                 "above 2^32: lower SecAggSettings.quant_bits"
             )
-        if dp is not None and self._plan is None:
-            self._plan = self._plan_dp(len(nodes), size - 1)
+        if dp is not None and self._plan is None:  # groups: sized for the smallest group
+            smallest = min(len(g) for g in by_group.values())
+            self._plan = self._plan_dp(smallest, size - 1, clients=most)
         rounds = {}
         session = new_session()
         for group, members in sorted(by_group.items()):
@@ -298,8 +321,12 @@ class SecAggPlus(StrategyWrapper):
             rounds[group] = ServerRound(params)
         return rounds
 
-    def _plan_dp(self, n: int, dim: int) -> DdgPlan:
-        """Grid and per-client noise for the whole run, from the first round's clients."""
+    def _plan_dp(self, n: int, dim: int, clients: int | None = None) -> DdgPlan:
+        """Grid and per-client noise for the whole run, from the first round's clients.
+
+        ``n`` is the smallest sum's clients (its honest shares carry the budget; a larger
+        group holds more), ``clients`` the largest sum's (the grid must hold its range).
+        """
         dp = self.secagg.dp
         assert dp is not None
         t = self.secagg.threshold_for(self._degree(n))
@@ -319,7 +346,7 @@ class SecAggPlus(StrategyWrapper):
             dim=dim,
             honest=honest,
             bits=dp.bits,
-            clients=n,
+            clients=clients or n,
             update_norm=dp.update_norm,
         )
         log(
@@ -400,6 +427,13 @@ class SecAggPlus(StrategyWrapper):
         self._grid = grid
         self._stats, self._report = {}, {}
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if self.suspicion is not None and self.suspicion.excluded:
+            out_ = self.suspicion.excluded
+            left = [m for m in messages if m.metadata.dst_node_id in out_]
+            messages = [m for m in messages if m.metadata.dst_node_id not in out_]
+            if left:
+                log(INFO, "SecAgg+ round %d: %d suspected client(s) left out: %s", server_round,
+                    len(left), sorted(m.metadata.dst_node_id for m in left)[:10])  # fmt: skip
         self._sampled = len(messages)
         self._reference, self._like = flatten(arrays), arrays
         size = self._reference.size + 1
@@ -457,10 +491,14 @@ class SecAggPlus(StrategyWrapper):
                 stats.failed[node] = str(e)
         for node, why in stats.failed.items():
             log(WARNING, "SecAgg+ masked input: node %d left out: %s", node, why)
-        total, count = self._unmask(server_round)
-        if total is None:
+        totals = self._unmask(server_round)
+        if not totals:
             self._finish(server_round, aggregated=False)
             return None, None
+        if self.robust is not None:
+            return self._aggregate_groups(server_round, totals, contents)
+        total = np.sum(np.stack([t for t, _ in totals.values()]), axis=0)
+        count = sum(c for _, c in totals.values())
         if self._plan is not None:
             realised = count - (max(r.threshold for r in self._rounds.values()) - 1)
             self._report["ddg"] = {
@@ -486,6 +524,69 @@ class SecAggPlus(StrategyWrapper):
                 self._report["not-aggregated"] = {"0": str(e)}
                 self._finish(server_round, aggregated=False)
                 return None, None
+        return self._release(server_round, mean, weights, count, contents)
+
+    def _aggregate_groups(self, server_round: int, totals: dict[int, tuple[np.ndarray, int]],
+                          contents: list[RecordDict]) -> Aggregate:  # fmt: skip
+        """Decode every group's mean, filter them, average the kept groups by weight."""
+        assert self.robust is not None
+        groups, means, weights, counts = [], [], [], []
+        for group, (total, count) in sorted(totals.items()):
+            try:
+                mean, weight = self._decode_group(group, total, count)
+            except SecAggError as e:
+                self._report.setdefault("not-aggregated", {})[str(group)] = str(e)
+                continue
+            groups.append(group)
+            means.append(mean)
+            weights.append(weight)
+            counts.append(count)
+        if not groups:
+            self._finish(server_round, aggregated=False)
+            return None, None
+        stacked, w = np.stack(means), np.asarray(weights)
+        mean, dropped = filter_groups(stacked, w, np.zeros(stacked.shape[1]), self.robust)
+        members = {g: sorted(self._rounds[g].survivors) for g in groups}
+        robust: dict[str, Any] = {
+            "method": self.robust.method,
+            "group-size": self.robust.size,
+            "groups": {str(g): members[g] for g in groups},
+            "dropped": {str(groups[i]): why for i, why in dropped.items()},
+        }
+        if self.suspicion is not None and self.robust.method in ("boxplot", "krum", "multikrum"):
+            new = self.suspicion.record(server_round, [members[g] for g in groups], set(dropped))
+            robust["newly-excluded"] = sorted(new)
+            robust["suspicion"] = self.suspicion.as_dict()
+            for node in new:
+                log(WARNING, "SecAgg+ round %d: node %d excluded from later rounds: its groups "
+                    "were dropped %d of %d rounds", server_round, node,
+                    self.suspicion.dropped[node], self.suspicion.rounds[node])  # fmt: skip
+        self._report["robust"] = robust
+        if self._plan is not None:  # every group sum is a release: each held the planned noise
+            self._report["ddg"] = {"planned-honest": self._plan.honest, "sigma": self._plan.sigma,
+                                   "gamma": self._plan.gamma, "per-group": True}  # fmt: skip
+        for i, why in dropped.items():
+            log(INFO, "SecAgg+ round %d: group %d (%d clients) dropped: %s", server_round,
+                groups[i], counts[i], why)  # fmt: skip
+        kept = [i for i in range(len(groups)) if i not in dropped]
+        return self._release(server_round, mean, float(w[kept].sum()) if kept else 0.0,
+                             sum(counts), contents)  # fmt: skip
+
+    def _decode_group(self, group: int, total: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+        """One group's mean update and weight; under distributed DP only a group whose
+        survivors hold the planned honest noise is released."""
+        if self._plan is None:
+            return self._encoding.decode(total, count)
+        honest = count - (self._rounds[group].threshold - 1)
+        if honest < self._plan.honest or int(total[-1]) != count:
+            raise SecAggError(f"{count} survivors hold the noise of {honest} honest clients, "
+                              f"fewer than the {self._plan.honest} the DP plan needs: nothing "
+                              "released")  # fmt: skip
+        return decode(total[:-1], self._plan, count), float(count)
+
+    def _release(self, server_round: int, mean: np.ndarray, weights: float, count: int,
+                 contents: list[RecordDict]) -> Aggregate:  # fmt: skip
+        """The new global model (reference + aggregate update), its metrics and the report."""
         arrays = unflatten(self._reference + mean, self._like)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         sizes = [
@@ -523,8 +624,8 @@ class SecAggPlus(StrategyWrapper):
                                    "reveals a share")  # fmt: skip
         return problems
 
-    def _unmask(self, server_round: int) -> tuple[np.ndarray | None, int]:
-        """Stages 4-5 per group; the summed integer totals and their count."""
+    def _unmask(self, server_round: int) -> dict[int, tuple[np.ndarray, int]]:
+        """Stages 4-5 per group; each unmasked group's integer total and survivor count."""
         problems = self._consistency(server_round)
         requests = {}
         for group, rnd in self._rounds.items():
@@ -538,7 +639,7 @@ class SecAggPlus(StrategyWrapper):
                 requests[node] = stage_record(UNMASK, server_round, rnd.session,
                                               survivors=survivors, **signers)  # fmt: skip
         responses = self._exchange(UNMASK, requests) if requests else {}
-        total, count = None, 0
+        totals: dict[int, tuple[np.ndarray, int]] = {}
         for group, rnd in self._rounds.items():
             if not rnd.masked or group in problems:
                 continue
@@ -561,13 +662,12 @@ class SecAggPlus(StrategyWrapper):
             wide = group_total.astype(np.int64)
             if self._plan is not None:  # DDG values are signed: centre them from mod 2^bits
                 wide[wide >= 1 << (rnd.mod_bits - 1)] -= 1 << rnd.mod_bits
-            total = wide if total is None else total + wide
-            count += len(rnd.survivors)
+            totals[group] = (wide, len(rnd.survivors))
         for group, why in problems.items():
             log(WARNING, "SecAgg+ round %d: group %d not aggregated: %s", server_round, group, why)
         self._report["not-aggregated"] = {str(g): why for g, why in problems.items()}
         self._report["trust"] = self.secagg.trust
-        return total, count
+        return totals
 
     def _finish(self, server_round: int, *, aggregated: bool, **extra: Any) -> None:
         sampled = self._sampled

@@ -73,3 +73,30 @@ def test_distributed_dp_under_secagg_accounts_discrete_gaussian_rounds(tmp_path:
     ddg = results["rounds"][0]["secagg"]["ddg"]
     assert ddg["honest"] == ddg["planned-honest"] == 5 - (3 - 1)  # server + t-1 colluders
     assert results["final"]["accuracy"] > 0.6
+
+
+@pytest.mark.slow(seconds=90)
+def test_secure_groups_filter_an_attacker_and_exclude_it_while_the_server_sees_group_sums(
+    tmp_path: Path,
+) -> None:
+    # 16 clients in fresh random groups of 4; one same-value attacker (value 10 per weight)
+    attacked = {"secagg.enabled": True, "secagg.group-size": 4, "robust.filter": "boxplot",
+                "attack.type": "same-value", "attack.fraction": 0.0625, "num-server-rounds": 10}
+    results = _run(tmp_path, "groups", nodes=16, **attacked)
+    assert results["status"] == "completed"
+    (bad,) = results["attack"]["malicious-nodes"]
+    first = results["rounds"][0]["secagg"]["robust"]
+    assert first["method"] == "boxplot" and len(first["groups"]) == 4
+    assert all(len(m) == 4 for m in first["groups"].values())
+    # the attacker's group is the one the box plot drops, while it is sampled
+    for r in results["rounds"]:
+        robust = r["secagg"]["robust"]
+        group = [g for g, members in robust["groups"].items() if int(bad) in members]
+        assert list(robust["dropped"]) == group
+    # its groups were always dropped: excluded, then left out of every later round
+    excluded = results["rounds"][-1]["secagg"]["robust"]["suspicion"]["excluded"]
+    # pooled drop rate about 1/4: 4^-n < 1e-3 / 16 from n = 7
+    assert list(excluded) == [str(bad)] and excluded[str(bad)] <= 9
+    assert results["rounds"][-1]["secagg"]["sampled"] == 15
+    # the model trained as if no attacker were there (breast cancer, 10 rounds)
+    assert results["final"]["accuracy"] > 0.9

@@ -43,7 +43,7 @@ _round = round_metrics
 def test_each_variant_adds_at_most_ten_lines() -> None:
     counts = added_lines(APP)
     assert set(counts) == {"ckks", "paillier", "box-plot", "local-dp", "dp-sgd", "secagg",
-                           "secagg-dp", "foolsgold", "central-dp"}  # fmt: skip
+                           "secagg-dp", "secagg-robust", "foolsgold", "central-dp"}  # fmt: skip
     assert all(0 < n <= MAX_ADDED for n in counts.values()), counts
     plain = "".join(p.read_text() for p in APP.rglob("*.py")) + (APP / "pyproject.toml").read_text()
     assert "flwr_privacy" not in plain and "flower-privacy" not in plain
@@ -133,6 +133,17 @@ def test_secagg_run_equals_plain_fedavg(run: Callable[..., dict[str, Any]]) -> N
     assert 0 < diff <= SECAGG_TOLERANCE  # masked and quantized, yet the same mean
     accuracy = _round(masked, "evaluate", ROUNDS)["eval_acc"]
     assert accuracy == pytest.approx(_round(plain, "evaluate", ROUNDS)["eval_acc"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_secagg_robust_run_filters_group_sums_of_fresh_random_groups(run: Runs) -> None:
+    """Robust and private at once from outside: 8 nodes, two random groups of 4 a round; the
+    server unmasks the two group sums only and takes their coordinate-wise median."""
+    result = run("secagg-robust", 2 * SECAGG_NODES)
+    groups = re.findall(r"shared keys \((\d+) groups\)", result["log"])
+    print(f"secagg-robust: groups per round {groups}")
+    assert groups == ["2"] * ROUNDS
+    assert _round(result, "evaluate", ROUNDS)["eval_acc"] > CHANCE
 
 
 @pytest.mark.slow

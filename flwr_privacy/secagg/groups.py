@@ -1,0 +1,206 @@
+"""Robust filtering while the server stays blind: SecAgg+ over small random groups.
+
+Each round the sampled clients are split into fresh random groups of at least ``size``
+(the OS CSPRNG shuffles them: no client picks its group, and the server cannot place a
+victim beside chosen clients by the draw). Each group is its own SecAgg+ instance, so the
+server unmasks only group sums; a robust filter then runs over the group means (the box
+plot, or Flower's median, trimmed mean, Krum and Multi-Krum), and the kept groups are
+averaged by their summed weights.
+
+What the server learns is the weighted mean of every group of at least ``size`` clients
+that unmasked, which groups the filter dropped, and (with ``suspicion``) which clients it
+excluded. With ``size`` >= the number of clients it is plain SecAgg+.
+
+Suspicion (group testing): a client whose groups are dropped far more often than other
+clients' is excluded from later rounds. Groups are drawn afresh each round, so an honest
+client's group is dropped with the same probability whoever it is; the pooled drop rate of
+all clients still in (drops over client-rounds) is at least that probability when attackers'
+groups are dropped more often, so it is a conservative stand-in for it. A client with ``d``
+drops in ``n`` rounds is excluded once the binomial tail ``P(Bin(n, p) >= d)`` at that
+pooled rate ``p`` falls below ``alpha / clients``: an honest client is excluded wrongly with
+probability at most about ``alpha`` over all clients (Bonferroni; "about", as ``p`` is
+estimated from the same rounds).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flwr_privacy.strategy.box_plot import BoxPlot, box_filter, client_scores
+
+__all__ = [
+    "GROUP_FILTERS", "GroupFilter", "Suspicion", "binomial_tail", "filter_groups", "random_groups",
+]
+
+GROUP_FILTERS = ("boxplot", "median", "trimmed-mean", "krum", "multikrum")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupFilter:
+    """Settings of robust filtering over SecAgg+ group sums.
+
+    Parameters
+    ----------
+    size : int
+        Clients per group (at least 2; a short last group joins the previous one, so every
+        group holds at least ``size``). Smaller groups filter better and reveal more.
+    method : str
+        ``"boxplot"`` (drops groups outside the fences of ``box``), ``"median"`` and
+        ``"trimmed-mean"`` (coordinate-wise over the group means, Flower's), ``"krum"`` /
+        ``"multikrum"`` (Flower's, told ``num_malicious`` groups).
+    box : BoxPlot
+        The box plot's settings (client variant: each group is one row).
+    trim_beta : float
+        The fraction trimmed from each end by ``"trimmed-mean"``.
+    num_malicious : int
+        Krum's assumed number of bad groups.
+    suspicion : bool
+        Exclude clients whose groups are dropped too often (module docstring).
+    alpha : float
+        The suspicion rule's family-wise error rate for honest clients.
+    min_rounds : int
+        Rounds a client must have taken part in before it can be excluded.
+    """
+
+    size: int
+    method: str = "boxplot"
+    box: BoxPlot = field(default_factory=lambda: BoxPlot(scores=("median-distance",)))
+    trim_beta: float = 0.2
+    num_malicious: int = 1
+    suspicion: bool = True
+    alpha: float = 1e-3
+    min_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.size < 2:
+            raise ValueError(f"GroupFilter size = {self.size!r}: a group needs >= 2 clients "
+                             "(a sum of one client is its update)")  # fmt: skip
+        if self.method not in GROUP_FILTERS:
+            raise ValueError(f"GroupFilter method {self.method!r} must be one of {GROUP_FILTERS}")
+        if self.box.variant != "client":
+            raise ValueError("GroupFilter filters whole groups: BoxPlot(variant='client')")
+        if not 0 <= self.trim_beta < 0.5 or self.num_malicious < 0:
+            raise ValueError("GroupFilter needs 0 <= trim_beta < 0.5 and num_malicious >= 0")
+        if not 0 < self.alpha < 1 or self.min_rounds < 1:
+            raise ValueError("GroupFilter needs 0 < alpha < 1 and min_rounds >= 1")
+
+
+def random_groups(nodes: Sequence[int], size: int) -> list[list[int]]:
+    """Fresh groups of at least ``size`` from the OS CSPRNG; a short last group is merged.
+
+    Fewer than ``2 * size`` nodes make one group (all of them).
+    """
+    order = list(nodes)
+    secrets.SystemRandom().shuffle(order)
+    count = max(len(order) // size, 1)
+    groups = [order[i * size : (i + 1) * size] for i in range(count)]
+    groups[-1].extend(order[count * size :])
+    return [sorted(g) for g in groups if g]
+
+
+def filter_groups(
+    means: np.ndarray, weights: np.ndarray, reference: np.ndarray, settings: GroupFilter
+) -> tuple[np.ndarray, dict[int, str]]:
+    """The robust aggregate of group means (G x d) and the dropped groups (index -> reason).
+
+    ``weights`` are the groups' summed FedAvg weights; ``reference`` is the model the round
+    started from (the box plot's ``norm`` score). The box plot and Multi-Krum average the
+    kept groups by weight; the median and trimmed mean are coordinate-wise and drop no
+    whole group.
+    """
+    from flwr.server.strategy.aggregate import (
+        aggregate_krum,
+        aggregate_median,
+        aggregate_trimmed_avg,
+    )
+
+    g = len(means)
+    if settings.method == "boxplot":
+        report = box_filter(list(range(g)), client_scores(means, reference, settings.box.scores),
+                            settings.box, invalid={})  # fmt: skip
+        kept = [i for i in range(g) if i not in report.dropped]
+        mean = np.average(means[kept], axis=0, weights=weights[kept])
+        return mean, dict(report.dropped)
+    results = [([row], max(int(round(w)), 1)) for row, w in zip(means, weights, strict=True)]
+    if settings.method == "median":
+        return aggregate_median(results)[0], {}
+    if settings.method == "trimmed-mean":
+        return aggregate_trimmed_avg(results, settings.trim_beta)[0], {}
+    f = min(settings.num_malicious, max(g - 3, 0))
+    if settings.method == "krum":
+        chosen = aggregate_krum(results, f, 0)[0]
+        keep = {int(np.argmin([np.abs(m - chosen).sum() for m in means]))}
+        mean = chosen
+    else:  # multikrum: the g - f best-scored groups, weighted by examples (Flower's choice)
+        mean = aggregate_krum(results, f, max(g - f, 1))[0]
+        keep = _multikrum_kept(means, f, max(g - f, 1))
+    return mean, {i: f"{settings.method}: not selected" for i in range(g) if i not in keep}
+
+
+def _multikrum_kept(means: np.ndarray, f: int, to_keep: int) -> set[int]:
+    """Which rows Flower's Multi-Krum keeps (its scores, recomputed to name the dropped)."""
+    dist = ((means[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
+    closest = max(1, len(means) - f - 2)
+    scores = [np.sort(row)[1 : closest + 1].sum() for row in dist]
+    return {int(i) for i in np.argsort(scores)[:to_keep]}
+
+
+@dataclass
+class Suspicion:
+    """Per-client record of dropped groups across rounds, and who is excluded."""
+
+    alpha: float = 1e-3
+    min_rounds: int = 3
+    rounds: dict[int, int] = field(default_factory=dict)  # node -> rounds in a group
+    dropped: dict[int, int] = field(default_factory=dict)  # node -> rounds its group dropped
+    excluded: dict[int, int] = field(default_factory=dict)  # node -> round it was excluded
+
+    def record(self, server_round: int, groups: Sequence[Sequence[int]],
+               dropped: set[int]) -> list[int]:  # fmt: skip
+        """Book one round (groups, indexes of the dropped ones); return newly excluded nodes."""
+        for i, group in enumerate(groups):
+            for node in group:
+                self.rounds[node] = self.rounds.get(node, 0) + 1
+                self.dropped[node] = self.dropped.get(node, 0) + (i in dropped)
+        rate = self.honest_rate()
+        clients = max(len(self.rounds), 1)
+        if rate <= 0:  # nothing dropped yet: no evidence against anyone
+            return []
+        new = []
+        for node, n in self.rounds.items():
+            if node in self.excluded or n < self.min_rounds:
+                continue
+            if binomial_tail(n, self.dropped[node], rate) < self.alpha / clients:
+                self.excluded[node] = server_round
+                new.append(node)
+        return new
+
+    def honest_rate(self) -> float:
+        """The pooled drop rate of the clients still in: drops over client-rounds."""
+        kept = [n for n in self.rounds if n not in self.excluded]
+        rounds = sum(self.rounds[n] for n in kept)
+        return sum(self.dropped[n] for n in kept) / rounds if rounds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "excluded": {str(n): r for n, r in sorted(self.excluded.items())},
+            "dropped": {str(n): [self.dropped[n], self.rounds[n]] for n in sorted(self.rounds)},
+            "honest-rate": self.honest_rate(),
+        }
+
+
+def binomial_tail(n: int, d: int, p: float) -> float:
+    """``P(X >= d)`` for ``X ~ Binomial(n, p)``, exactly."""
+    if d <= 0:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    return float(sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(d, n + 1)))
