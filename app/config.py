@@ -234,10 +234,13 @@ class SecAggConfig:
     clip: float
     trust: str = "simulated"
     group_size: int = 0  # > 0: fresh random groups, a robust filter over the group sums
+    group_rule: str = "mad"
     suspicion: bool = True
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> SecAggConfig:
+        from flwr_privacy.secagg.groups import GROUP_FILTERS
+
         threshold = number(cfg, "secagg.threshold", float, lambda v: v > 0,
                            "a fraction in (0, 1] or a whole number of shares >= 1")  # fmt: skip
         if threshold > 1 and not threshold.is_integer():
@@ -253,25 +256,21 @@ class SecAggConfig:
             trust=choice(cfg, "secagg.trust", ("simulated", "roster")),
             group_size=number(cfg, "secagg.group-size", int, lambda v: v == 0 or v >= 2,
                               "0 (one sum) or an integer >= 2"),  # fmt: skip
+            group_rule=choice(cfg, "secagg.group-rule", GROUP_FILTERS),
             suspicion=get(cfg, "secagg.suspicion", bool),
         )
 
-    def group_filter(self, robust: RobustConfig, strategy: str) -> GroupFilter | None:
-        """The robust filter over group sums (``secagg.group-size > 0``), else None.
-
-        ``robust.filter = "boxplot"`` drops whole groups by the box plot; the strategies
-        fedmedian / fedtrimmedavg / krum / multikrum run Flower's rule over the group means.
-        """
+    def group_filter(self, robust: RobustConfig) -> GroupFilter | None:
+        """The robust rule over group sums (``secagg.group-size > 0``), else None; the box
+        plot's settings and Krum's / the trimmed mean's assumptions come from ``robust.*``."""
         from flwr_privacy.secagg.groups import GroupFilter
         from flwr_privacy.strategy.box_plot import BoxPlot
 
         if self.group_size == 0:
             return None
-        method = {"fedmedian": "median", "fedtrimmedavg": "trimmed-mean", "krum": "krum",
-                  "multikrum": "multikrum"}.get(strategy, "boxplot")  # fmt: skip
         box = BoxPlot(k=robust.k, scores=robust.scores or ("median-distance",),
                       quartiles=robust.quartiles)  # fmt: skip
-        return GroupFilter(size=self.group_size, method=method, box=box,
+        return GroupFilter(size=self.group_size, method=self.group_rule, box=box,
                            trim_beta=robust.trim_beta, num_malicious=robust.num_malicious,
                            suspicion=self.suspicion)  # fmt: skip
 

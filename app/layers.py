@@ -132,13 +132,12 @@ RULES: tuple[Rule, ...] = (
         f"{x.class_weights!r}: class weights come from local label counts, which per-example "
         "clipping does not protect; set mcsn.class-weights = 'none'")),
     Rule(lambda x: x.dp_mode == "distributed" and (
-        not (x.he or x.secagg) or x.server_keyed or x.edges > 0
-        or ((x.filter != "none" or x.strategy not in AVERAGING) and not x.secagg_groups)),
-         lambda x: (
+        not (x.he or x.secagg) or x.server_keyed or x.filter != "none" or x.edges > 0
+        or x.strategy not in AVERAGING), lambda x: (
         "run-config key 'dp.mode' = 'distributed' splits the noise over the clients of each "
         "sum, which is sound only if nobody sees a single update: it needs he.backend set "
-        "(server-blind) or secagg.enabled = true, fedavg/fedprox, no robust.filter (but for "
-        "secagg.group-size > 0: filters over noised group sums), no hierarchy.edges")),
+        "(server-blind) or secagg.enabled = true, fedavg/fedprox, no robust.filter, no "
+        "hierarchy.edges (secagg.group-size filters the noised group sums)")),
     Rule(lambda x: x.dp_mode == "central" and (
         x.filter != "none" or x.edges > 0 or x.strategy not in AVERAGING), lambda x: (
         "run-config key 'dp.mode' = 'central' noises the sum of clipped updates, which covers "
@@ -168,20 +167,19 @@ RULES: tuple[Rule, ...] = (
         f"run-config key 'secagg.enabled' = true with he.backend = {x.he_backend!r}: both keep "
         "the server from reading single updates (SecAgg+ with masks and no dealer, HE with "
         "dealt keys); choose one: set he.backend = 'none' or secagg.enabled = false")),
-    Rule(lambda x: x.secagg and not x.secagg_groups
-         and (x.filter != "none" or x.strategy not in AVERAGING), lambda x: (
+    Rule(lambda x: x.secagg and (x.filter != "none" or x.strategy not in AVERAGING), lambda x: (
         "run-config key 'secagg.enabled' = true: the server sees only the sum of the updates, "
         "so it cannot filter or rank single ones; use fedavg/fedprox with robust.filter = "
-        "'none', or set secagg.group-size (e.g. 5) to filter the sums of small random groups")),
+        "'none'; to filter anyway, set secagg.group-size (e.g. 5): the sums of small random "
+        "groups are filtered by secagg.group-rule")),
     Rule(lambda x: x.secagg_groups > 0 and not x.secagg, lambda x: (
         f"run-config key 'secagg.group-size' = {x.secagg_groups} needs secagg.enabled = true")),
     Rule(lambda x: x.secagg_groups > 0 and (
-        x.filter not in ("none", "boxplot") or x.edges > 0 or x.strategy in ("bulyan",)
-        or (x.filter == "boxplot") == (x.strategy not in AVERAGING)), lambda x: (
-        f"run-config key 'secagg.group-size' = {x.secagg_groups} filters group sums with one "
-        "rule: robust.filter = 'boxplot' with fedavg/fedprox, or robust.filter = 'none' with "
-        "fedmedian, fedtrimmedavg, krum or multikrum; not with hierarchy.edges (fixed groups), "
-        f"not {x.filter!r} with {x.strategy!r}")),
+        x.filter != "none" or x.edges > 0 or x.strategy not in AVERAGING), lambda x: (
+        f"run-config key 'secagg.group-size' = {x.secagg_groups} filters the group sums by "
+        "secagg.group-rule (mad, boxplot, median, trimmed-mean, krum, multikrum) over "
+        "fedavg/fedprox: set robust.filter = 'none' and strategy = 'fedavg' or 'fedprox', and "
+        "no hierarchy.edges (fixed groups)")),
     Rule(lambda x: x.secagg and x.dp_mode == "central", lambda x: (
         "run-config key 'dp.mode' = 'central' with secagg.enabled = true: central DP clips "
         "single updates on the server, which SecAgg hides; use dp.mode = 'distributed' "

@@ -17,6 +17,8 @@ minutes, not hours. Rows:
 - ``secagg`` (clean and attacked): SecAgg+ FedAvg, the sum of every clipped value;
 - ``client-boxplot``: the plaintext per-client box plot (the server sees every update);
 - ``groups-g``: fresh random groups of ``g``, box plot over the group means, suspicion on;
+- ``groups-g-mad``: the same groups, the MAD rule (drops groups far from the median group;
+  breakdown at half the groups), suspicion on;
 - ``groups-g-median``: the same groups, Flower's coordinate-wise median over the group means
   (breakdown 50 % of groups; it drops no group, so suspicion has nothing to count).
 
@@ -143,6 +145,9 @@ def run(fed: Federation, *, method: str, attack: str, fraction: float, rounds: i
         glob = glob + step
         acc, f1 = fed.evaluate(glob)
         out = set(suspicion.excluded) if suspicion else set()
+        print(f"  {method} {attack} {fraction:g} round {r}: accuracy {acc:.4f}, excluded "
+              f"{len(out & attackers)} attackers, {len(out - attackers)} honest "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
         history.append({"round": r, "accuracy": acc, "macro-f1": f1,
                         "attackers-excluded": len(out & attackers),
                         "honest-excluded": len(out - attackers)})  # fmt: skip
@@ -160,9 +165,13 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/data/nsl-kdd")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--groups", type=int, nargs="+", default=[3, 5, 10])
+    p.add_argument("--groups", type=int, nargs="*", default=[3, 5, 10])
     p.add_argument("--median-groups", type=int, nargs="*", default=[3, 5],
                    help="group sizes also run with Flower's median over the group means")
+    p.add_argument("--mad-groups", type=int, nargs="*", default=[3, 5, 10],
+                   help="group sizes also run with the MAD rule (drops groups, suspicion on)")
+    p.add_argument("--only-groups", action="store_true",
+                   help="skip the secagg and client-boxplot rows of the attacked runs")
     p.add_argument("--attacks", nargs="+", default=["same-value", "label-flip-target"])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2])
     p.add_argument("--clip", type=float, default=4.0)
@@ -176,8 +185,10 @@ def main() -> None:
     plan = [("secagg", "none", 0.0)] if not args.no_clean else []
     for attack in args.attacks:
         for fraction in args.fractions:
-            methods = ["secagg", "client-boxplot", *(f"groups-{g}" for g in args.groups),
-                       *(f"groups-{g}-median" for g in args.median_groups)]
+            methods = [*([] if args.only_groups else ["secagg", "client-boxplot"]),
+                       *(f"groups-{g}" for g in args.groups),
+                       *(f"groups-{g}-median" for g in args.median_groups),
+                       *(f"groups-{g}-mad" for g in args.mad_groups)]
             plan += [(m, attack, fraction) for m in methods]
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)

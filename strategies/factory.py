@@ -172,12 +172,11 @@ def make_strategy(
     if robust.foolsgold is not None:
         _refuse_foolsgold(he, edges)
     if secagg is not None:
-        plain = robust.box is None and name not in BUILTIN_ROBUST
-        if he is not None or robust.foolsgold or not (plain or secagg_groups is not None):
+        if he is not None or robust.box is not None or robust.foolsgold or name in BUILTIN_ROBUST:
             raise ValueError(
                 "SecAgg+ hides every single update from the server: it composes with fedavg or "
-                "fedprox only, without he, box-plot filtering or FoolsGold, unless "
-                "secagg_groups=GroupFilter(...) filters the sums of small random groups"
+                "fedprox only, without he, box-plot filtering or FoolsGold (to filter the sums "
+                "of small random groups: secagg_groups=GroupFilter(...))"
             )
         if name == "fedprox":
             common["proximal_mu"] = proximal_mu

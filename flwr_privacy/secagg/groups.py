@@ -35,10 +35,12 @@ import numpy as np
 from flwr_privacy.strategy.box_plot import BoxPlot, box_filter, client_scores
 
 __all__ = [
-    "GROUP_FILTERS", "GroupFilter", "Suspicion", "binomial_tail", "filter_groups", "random_groups",
+    "DROPS_GROUPS", "GROUP_FILTERS", "GroupFilter", "Suspicion", "binomial_tail", "filter_groups",
+    "random_groups",
 ]
 
-GROUP_FILTERS = ("boxplot", "median", "trimmed-mean", "krum", "multikrum")
+GROUP_FILTERS = ("mad", "boxplot", "median", "trimmed-mean", "krum", "multikrum")
+DROPS_GROUPS = ("mad", "boxplot", "krum", "multikrum")  # the rules whose drops suspicion counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,11 +53,16 @@ class GroupFilter:
         Clients per group (at least 2; a short last group joins the previous one, so every
         group holds at least ``size``). Smaller groups filter better and reveal more.
     method : str
-        ``"boxplot"`` (drops groups outside the fences of ``box``), ``"median"`` and
+        ``"mad"`` (default) drops groups whose log distance to the coordinate-wise median
+        group is more than ``mad_k`` median absolute deviations above the median one
+        (breakdown at half the groups); ``"boxplot"`` drops groups outside the fences of
+        ``box`` (breaks down once a quarter of the groups hold an attacker); ``"median"`` and
         ``"trimmed-mean"`` (coordinate-wise over the group means, Flower's), ``"krum"`` /
         ``"multikrum"`` (Flower's, told ``num_malicious`` groups).
     box : BoxPlot
         The box plot's settings (client variant: each group is one row).
+    mad_k : float
+        The ``"mad"`` fence in (normal-consistent) median absolute deviations.
     trim_beta : float
         The fraction trimmed from each end by ``"trimmed-mean"``.
     num_malicious : int
@@ -69,8 +76,9 @@ class GroupFilter:
     """
 
     size: int
-    method: str = "boxplot"
+    method: str = "mad"
     box: BoxPlot = field(default_factory=lambda: BoxPlot(scores=("median-distance",)))
+    mad_k: float = 3.0
     trim_beta: float = 0.2
     num_malicious: int = 1
     suspicion: bool = True
@@ -121,6 +129,16 @@ def filter_groups(
     )
 
     g = len(means)
+    if settings.method == "mad":
+        dist = client_scores(means, reference, ("median-distance",))["median-distance"]
+        logs = np.log(np.maximum(dist, 1e-12))
+        center = float(np.median(logs))
+        spread = max(1.4826 * float(np.median(np.abs(logs - center))), settings.box.min_spread)
+        fence = center + settings.mad_k * spread
+        out = {i: f"median-distance {dist[i]:.4g} > MAD fence {np.exp(fence):.4g}"
+               for i in range(g) if logs[i] > fence}  # fmt: skip
+        kept = [i for i in range(g) if i not in out]
+        return np.average(means[kept], axis=0, weights=weights[kept]), out
     if settings.method == "boxplot":
         report = box_filter(list(range(g)), client_scores(means, reference, settings.box.scores),
                             settings.box, invalid={})  # fmt: skip

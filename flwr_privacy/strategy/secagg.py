@@ -44,7 +44,13 @@ from flwr_privacy.records import METRICS, SECAGG_RECORD, as_float, flatten, unfl
 from flwr_privacy.secagg.crypto import SecAggError, new_session
 from flwr_privacy.secagg.encoding import FixedPoint, modulus_bits
 from flwr_privacy.secagg.graph import new_graph_seed
-from flwr_privacy.secagg.groups import GroupFilter, Suspicion, filter_groups, random_groups
+from flwr_privacy.secagg.groups import (
+    DROPS_GROUPS,
+    GroupFilter,
+    Suspicion,
+    filter_groups,
+    random_groups,
+)
 from flwr_privacy.secagg.identity import SimulatedRoster, check_name
 from flwr_privacy.secagg.protocol import Advert, RoundParams, ServerRound, ids_to_bytes
 from flwr_privacy.secagg.settings import SecAggSettings
@@ -553,7 +559,7 @@ class SecAggPlus(StrategyWrapper):
             "groups": {str(g): members[g] for g in groups},
             "dropped": {str(groups[i]): why for i, why in dropped.items()},
         }
-        if self.suspicion is not None and self.robust.method in ("boxplot", "krum", "multikrum"):
+        if self.suspicion is not None and self.robust.method in DROPS_GROUPS:
             new = self.suspicion.record(server_round, [members[g] for g in groups], set(dropped))
             robust["newly-excluded"] = sorted(new)
             robust["suspicion"] = self.suspicion.as_dict()

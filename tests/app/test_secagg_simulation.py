@@ -80,7 +80,7 @@ def test_secure_groups_filter_an_attacker_and_exclude_it_while_the_server_sees_g
     tmp_path: Path,
 ) -> None:
     # 16 clients in fresh random groups of 4; one same-value attacker (value 10 per weight)
-    attacked = {"secagg.enabled": True, "secagg.group-size": 4, "robust.filter": "boxplot",
+    attacked = {"secagg.enabled": True, "secagg.group-size": 4, "secagg.group-rule": "boxplot",
                 "attack.type": "same-value", "attack.fraction": 0.0625, "num-server-rounds": 10}
     results = _run(tmp_path, "groups", nodes=16, **attacked)
     assert results["status"] == "completed"

@@ -223,3 +223,17 @@ def test_distributed_dp_is_planned_per_group_and_every_released_group_holds_its_
     per_client = report["ddg"]["sigma"] * report["ddg"]["gamma"]
     noise = report["model"] - clean
     assert 0 < np.max(np.abs(noise)) < 6 * per_client / np.sqrt(n)
+
+
+def test_mad_rule_drops_a_contaminated_minority_of_groups_the_box_plot_keeps() -> None:
+    # 16 group means, 7 of them (44 %: past the box plot's quarter) shifted by an attacker
+    rng = np.random.default_rng(3)
+    means = rng.normal(0, 0.01, (16, 50))
+    means[:7] += 0.5
+    weights = np.ones(16)
+    mean, dropped = filter_groups(means, weights, np.zeros(50), GroupFilter(size=4, method="mad"))
+    assert set(dropped) == set(range(7))
+    assert np.allclose(mean, means[7:].mean(axis=0))
+    _, kept_all = filter_groups(means, weights, np.zeros(50),
+                                GroupFilter(size=4, method="boxplot"))  # fmt: skip
+    assert len(kept_all) < 7  # the box plot's fences sit among the shifted groups
