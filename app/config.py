@@ -260,7 +260,7 @@ class SecAggConfig:
             suspicion=get(cfg, "secagg.suspicion", bool),
         )
 
-    def group_filter(self, robust: RobustConfig) -> GroupFilter | None:
+    def group_filter(self, robust: RobustConfig, rounds: int) -> GroupFilter | None:
         """The robust rule over group sums (``secagg.group-size > 0``), else None; the box
         plot's settings and Krum's / the trimmed mean's assumptions come from ``robust.*``."""
         from flwr_privacy.secagg.groups import GroupFilter
@@ -272,7 +272,7 @@ class SecAggConfig:
                       quartiles=robust.quartiles)  # fmt: skip
         return GroupFilter(size=self.group_size, method=self.group_rule, box=box,
                            trim_beta=robust.trim_beta, num_malicious=robust.num_malicious,
-                           suspicion=self.suspicion)  # fmt: skip
+                           suspicion=self.suspicion, rounds=rounds)  # fmt: skip
 
     def settings(self, *, timeout: float, dp: DistributedDp | None = None) -> SecAggSettings:
         from flwr_privacy.secagg.settings import SecAggSettings

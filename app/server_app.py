@@ -191,7 +191,7 @@ def _train(
         weighted_by_key=UNIT_WEIGHT if unit_weights else NUM_EXAMPLES,
         secagg=secagg_settings(cfg, sizes) if cfg.secagg.enabled else None,
         on_secagg=recorder.secagg,
-        secagg_groups=cfg.secagg.group_filter(cfg.robust),
+        secagg_groups=cfg.secagg.group_filter(cfg.robust, cfg.num_server_rounds),
     )
     if bad_nodes:  # experiments only: the chosen nodes' tamper_mod misbehaves
         strategy = Tampering(strategy, attack=cfg.attack.tamper(), nodes=bad_nodes)

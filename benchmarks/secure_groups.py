@@ -108,9 +108,9 @@ def run(fed: Federation, *, method: str, attack: str, fraction: float, rounds: i
     parts = method.split("-")  # groups-<g>[-<rule>]
     size = int(parts[1]) if parts[0] == "groups" else 0
     rule = parts[2] if len(parts) > 2 else "boxplot"
-    settings = GroupFilter(size=size, method=rule) if size else None
-    suspicion = (Suspicion(alpha=settings.alpha, min_rounds=settings.min_rounds)
-                 if settings else None)  # fmt: skip
+    settings = GroupFilter(size=size, method=rule, rounds=rounds) if size else None
+    suspicion = (Suspicion(alpha=settings.alpha, min_rounds=settings.min_rounds,
+                           planned=rounds) if settings else None)  # fmt: skip
     sizes = np.array([len(p) for p in fed.parts], dtype=float)
     glob, history = fed.start.copy(), []
     start = time.perf_counter()

@@ -17,9 +17,18 @@ client's group is dropped with the same probability whoever it is; the pooled dr
 all clients still in (drops over client-rounds) is at least that probability when attackers'
 groups are dropped more often, so it is a conservative stand-in for it. A client with ``d``
 drops in ``n`` rounds is excluded once the binomial tail ``P(Bin(n, p) >= d)`` at that
-pooled rate ``p`` falls below ``alpha / clients``: an honest client is excluded wrongly with
-probability at most about ``alpha`` over all clients (Bonferroni; "about", as ``p`` is
-estimated from the same rounds).
+pooled rate ``p`` falls below ``alpha / (clients * rounds)`` (the run's planned rounds;
+``alpha / (clients * r * (r + 1))`` in round ``r`` when they are not given): the thresholds
+over all rounds and clients sum to at most ``alpha``, so an honest client is excluded wrongly
+with probability at most about ``alpha`` over the whole run ("about", as ``p`` is estimated
+from the same rounds).
+
+What this assumes, said plainly: honest clients' updates look alike (IID data). A client with
+unusual data is dropped more often and can be excluded though honest. Colluding clients, who
+see their group's members in the signed round parameters, can send outliers only when
+grouped with a chosen honest client and so get it excluded (at a cost to their own record):
+suspicion defends against attackers who poison blindly, not against ones who frame. Turn it
+off (``suspicion=False``) where that matters more than removing attackers.
 """
 
 from __future__ import annotations
@@ -35,8 +44,8 @@ import numpy as np
 from flwr_privacy.strategy.box_plot import BoxPlot, box_filter, client_scores
 
 __all__ = [
-    "DROPS_GROUPS", "GROUP_FILTERS", "GroupFilter", "Suspicion", "binomial_tail", "filter_groups",
-    "random_groups",
+    "DROPS_GROUPS", "GROUP_FILTERS", "GroupFilter", "Suspicion", "binomial_tail", "chunk_groups",
+    "filter_groups", "random_groups", "random_order",
 ]
 
 GROUP_FILTERS = ("mad", "boxplot", "median", "trimmed-mean", "krum", "multikrum")
@@ -70,7 +79,10 @@ class GroupFilter:
     suspicion : bool
         Exclude clients whose groups are dropped too often (module docstring).
     alpha : float
-        The suspicion rule's family-wise error rate for honest clients.
+        The suspicion rule's error rate for honest clients, over all clients and rounds.
+    rounds : int, optional
+        The run's planned rounds, over which ``alpha`` is shared out (faster detection than
+        the default share for an unknown number of rounds).
     min_rounds : int
         Rounds a client must have taken part in before it can be excluded.
     """
@@ -82,7 +94,8 @@ class GroupFilter:
     trim_beta: float = 0.2
     num_malicious: int = 1
     suspicion: bool = True
-    alpha: float = 1e-3
+    alpha: float = 0.01
+    rounds: int | None = None
     min_rounds: int = 3
 
     def __post_init__(self) -> None:
@@ -99,17 +112,28 @@ class GroupFilter:
             raise ValueError("GroupFilter needs 0 < alpha < 1 and min_rounds >= 1")
 
 
-def random_groups(nodes: Sequence[int], size: int) -> list[list[int]]:
-    """Fresh groups of at least ``size`` from the OS CSPRNG; a short last group is merged.
-
-    Fewer than ``2 * size`` nodes make one group (all of them).
-    """
+def random_order(nodes: Sequence[int]) -> list[int]:
+    """The nodes in an order drawn from the OS CSPRNG (drawn once a round)."""
     order = list(nodes)
     secrets.SystemRandom().shuffle(order)
-    count = max(len(order) // size, 1)
-    groups = [order[i * size : (i + 1) * size] for i in range(count)]
+    return order
+
+
+def chunk_groups(order: Sequence[int], size: int) -> list[list[int]]:
+    """Consecutive groups of ``order``, each of ``size`` to ``2 * size - 1`` nodes (a short last
+    group is merged into the one before); none at all when fewer than ``size`` nodes remain."""
+    count = len(order) // size
+    if count == 0:
+        return []
+    groups = [list(order[i * size : (i + 1) * size]) for i in range(count)]
     groups[-1].extend(order[count * size :])
-    return [sorted(g) for g in groups if g]
+    return [sorted(g) for g in groups]
+
+
+def random_groups(nodes: Sequence[int], size: int) -> list[list[int]]:
+    """Fresh groups of ``size`` to ``2 * size - 1`` nodes from the OS CSPRNG (none if fewer than
+    ``size`` nodes)."""
+    return chunk_groups(random_order(nodes), size)
 
 
 def filter_groups(
@@ -173,11 +197,13 @@ def _multikrum_kept(means: np.ndarray, f: int, to_keep: int) -> set[int]:
 class Suspicion:
     """Per-client record of dropped groups across rounds, and who is excluded."""
 
-    alpha: float = 1e-3
+    alpha: float = 0.01
     min_rounds: int = 3
+    planned: int | None = None  # the run's rounds, if known: alpha / (clients * planned)
     rounds: dict[int, int] = field(default_factory=dict)  # node -> rounds in a group
     dropped: dict[int, int] = field(default_factory=dict)  # node -> rounds its group dropped
     excluded: dict[int, int] = field(default_factory=dict)  # node -> round it was excluded
+    tests: int = 0  # rounds in which the rule was applied
 
     def record(self, server_round: int, groups: Sequence[Sequence[int]],
                dropped: set[int]) -> list[int]:  # fmt: skip
@@ -190,11 +216,14 @@ class Suspicion:
         clients = max(len(self.rounds), 1)
         if rate <= 0:  # nothing dropped yet: no evidence against anyone
             return []
+        self.tests += 1  # this round's threshold: the run's alpha shared out over rounds
+        share = self.planned if self.planned else self.tests * (self.tests + 1)
+        threshold = self.alpha / (clients * share)
         new = []
         for node, n in self.rounds.items():
             if node in self.excluded or n < self.min_rounds:
                 continue
-            if binomial_tail(n, self.dropped[node], rate) < self.alpha / clients:
+            if binomial_tail(n, self.dropped[node], rate) < threshold:
                 self.excluded[node] = server_round
                 new.append(node)
         return new

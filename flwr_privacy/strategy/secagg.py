@@ -48,8 +48,9 @@ from flwr_privacy.secagg.groups import (
     DROPS_GROUPS,
     GroupFilter,
     Suspicion,
+    chunk_groups,
     filter_groups,
-    random_groups,
+    random_order,
 )
 from flwr_privacy.secagg.identity import SimulatedRoster, check_name
 from flwr_privacy.secagg.protocol import Advert, RoundParams, ServerRound, ids_to_bytes
@@ -168,6 +169,7 @@ class SecAggPlus(StrategyWrapper):
         self._plan: DdgPlan | None = None
         self._identities: dict[int, str] = {}
         self._sampled = 0
+        self._order: list[int] = []  # robust groups: the round's CSPRNG order, drawn once
         self._sim: SimulatedRoster | None = None
         if secagg.trust == "simulated":
             self._sim = SimulatedRoster()
@@ -181,7 +183,8 @@ class SecAggPlus(StrategyWrapper):
             raise ValueError("SecAggPlus takes fixed groups or robust=GroupFilter(...) (fresh "
                              "random groups every round), not both")  # fmt: skip
         self.robust = robust
-        self.suspicion = (Suspicion(alpha=robust.alpha, min_rounds=robust.min_rounds)
+        self.suspicion = (Suspicion(alpha=robust.alpha, min_rounds=robust.min_rounds,
+                                    planned=robust.rounds)
                           if robust is not None and robust.suspicion else None)  # fmt: skip
 
     def summary(self) -> None:
@@ -292,15 +295,23 @@ class SecAggPlus(StrategyWrapper):
 
     def _setup(self, server_round: int, nodes: list[int], size: int) -> dict[int, ServerRound]:
         """Parameters per group; modulus for the clients a sum may hold."""
-        if self.robust is not None:  # drawn afresh for every (re)start: no group below size
-            drawn = random_groups(nodes, self.robust.size) if nodes else []
+        if self.robust is not None:  # the round's one draw, cut again without dropped nodes
+            alive = set(nodes)
+            drawn = chunk_groups([n for n in self._order if n in alive], self.robust.size)
             self.groups = {n: i for i, group in enumerate(drawn) for n in group}
+            nodes = [n for n in nodes if n in self.groups]
+            if not drawn:
+                log(WARNING, "SecAgg+ round %d: %d client(s), fewer than one group of %d: "
+                    "nothing aggregated", server_round, len(alive), self.robust.size)  # fmt: skip
+                return {}
         by_group: dict[int, list[int]] = {}
         for node in nodes:
             by_group.setdefault(self.groups.get(node, 0), []).append(node)
         if not by_group:
             return {}
         most = self.secagg.max_clients or max(len(g) for g in by_group.values())
+        if self.robust is not None and not self.secagg.max_clients:
+            most = 2 * self.robust.size - 1  # the largest group chunk_groups makes
         dp = self.secagg.dp
         mod_bits = dp.bits if dp is not None else modulus_bits(self.secagg.quant_bits, most)
         if mod_bits > 32:
@@ -308,9 +319,11 @@ class SecAggPlus(StrategyWrapper):
                 f"{len(nodes)} clients at {self.secagg.quant_bits} bits need a modulus "
                 "above 2^32: lower SecAggSettings.quant_bits"
             )
-        if dp is not None and self._plan is None:  # groups: sized for the smallest group
-            smallest = min(len(g) for g in by_group.values())
-            self._plan = self._plan_dp(smallest, size - 1, clients=most)
+        if dp is not None and self._plan is None:
+            if self.robust is not None:  # every group: size .. 2 size - 1 clients
+                self._plan = self._plan_dp(self.robust.size, size - 1, clients=most)
+            else:
+                self._plan = self._plan_dp(len(nodes), size - 1)
         rounds = {}
         session = new_session()
         for group, members in sorted(by_group.items()):
@@ -433,6 +446,7 @@ class SecAggPlus(StrategyWrapper):
         self._grid = grid
         self._stats, self._report = {}, {}
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._order = random_order([m.metadata.dst_node_id for m in messages])
         if self.suspicion is not None and self.suspicion.excluded:
             out_ = self.suspicion.excluded
             left = [m for m in messages if m.metadata.dst_node_id in out_]
@@ -582,7 +596,11 @@ class SecAggPlus(StrategyWrapper):
         """One group's mean update and weight; under distributed DP only a group whose
         survivors hold the planned honest noise is released."""
         if self._plan is None:
-            return self._encoding.decode(total, count)
+            mean, weight = self._encoding.decode(total, count)
+            if weight > count * (1 + 1e-6):  # every honest weight n_i / scale is at most 1
+                raise SecAggError(f"the group's weights sum to {weight:.4g}, more than its {count} "
+                                  "clients can hold (each at most 1): left out")  # fmt: skip
+            return mean, weight
         honest = count - (self._rounds[group].threshold - 1)
         if honest < self._plan.honest or int(total[-1]) != count:
             raise SecAggError(f"{count} survivors hold the noise of {honest} honest clients, "
@@ -634,6 +652,15 @@ class SecAggPlus(StrategyWrapper):
         """Stages 4-5 per group; each unmasked group's integer total and survivor count."""
         problems = self._consistency(server_round)
         requests = {}
+        for group, rnd in self._rounds.items():
+            if self._plan is not None and rnd.masked and group not in problems:
+                honest = len(rnd.survivors) - (rnd.threshold - 1)
+                if honest < self._plan.honest:  # never unmask a sum short of its planned noise
+                    problems[group] = (
+                        f"{len(rnd.survivors)} survivors hold the noise of {honest} honest "
+                        f"clients, fewer than the {self._plan.honest} the DP plan needs: "
+                        "not unmasked"
+                    )
         for group, rnd in self._rounds.items():
             if not rnd.masked or group in problems:
                 continue

@@ -19,6 +19,7 @@ from flwr_privacy.secagg.groups import (
     GroupFilter,
     Suspicion,
     binomial_tail,
+    chunk_groups,
     filter_groups,
     random_groups,
 )
@@ -114,7 +115,11 @@ def test_random_groups_cover_every_node_once_never_below_size_and_are_fresh() ->
     assert draws[0] != draws[1] != draws[2]  # 100! orders: equal draws would be a fixed seed
     merged = random_groups(list(range(13)), 5)  # a short last group joins the previous one
     assert sorted(map(len, merged)) == [5, 8]
-    assert random_groups([1, 2, 3], 5) == [[1, 2, 3]]
+    assert random_groups([1, 2, 3], 5) == []  # never a group below its size
+    # a restart cuts the round's one draw again without the dropped nodes: no re-roll
+    order = list(range(20))
+    assert chunk_groups([n for n in order if n != 3], 5) == [
+        [0, 1, 2, 4, 5], [6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19]]
 
 
 def test_filtered_aggregate_equals_plaintext_filtering_of_the_same_group_sums() -> None:
@@ -163,13 +168,13 @@ def test_an_attacker_whose_groups_are_always_dropped_is_excluded_and_left_out() 
     # Arrange: 20 clients, groups of 4 (5 a round), one same-value attacker
     n, attackers = 20, [7]
     grid = InProcessGrid(n, attackers)
-    strategy = _strategy(n, GroupFilter(size=4, alpha=0.05, min_rounds=3))
+    strategy = _strategy(n, GroupFilter(size=4, alpha=0.05, min_rounds=3, rounds=8))
     # Act
     reports = _rounds(strategy, grid, rounds=8)
     # Assert: excluded once its drops are improbable for an honest client, then never sampled
     excluded = {int(k): v for k, v in reports[-1]["robust"]["suspicion"]["excluded"].items()}
     assert excluded and list(excluded) == [107]
-    # pooled drop rate ~ (1 + 19 * 3/19) / 20 = 0.2: 0.2^n < 0.05 / 20 from n = 4
+    # pooled drop rate ~ (1 + 19 * 3/19) / 20 = 0.2: 0.2^n < 0.05 / (20 * 8) from n = 5
     assert 4 <= excluded[107] <= 7
     after = reports[excluded[107]]  # the round after the exclusion
     assert after["sampled"] == n - 1
@@ -179,7 +184,7 @@ def test_an_attacker_whose_groups_are_always_dropped_is_excluded_and_left_out() 
 
 def test_suspicion_keeps_honest_clients_whose_groups_are_dropped_at_the_common_rate() -> None:
     rng = np.random.default_rng(0)
-    suspicion = Suspicion(alpha=0.05, min_rounds=3)
+    suspicion = Suspicion(alpha=0.05, min_rounds=3, planned=20)
     nodes, attackers = list(range(100)), set(range(10))
     for r in range(1, 21):
         groups = random_groups(nodes, 5)
