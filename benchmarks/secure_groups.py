@@ -22,6 +22,13 @@ minutes, not hours. Rows:
 - ``groups-g-median``: the same groups, Flower's coordinate-wise median over the group means
   (breakdown 50 % of groups; it drops no group, so suspicion has nothing to count).
 
+``--cost N`` instead times real masked rounds: the real ``SecAggPlus`` against the real
+``secagg_mod`` of ``N`` clients in one process, through the in-process grid the tests use
+(``tests/flwr_privacy/test_secagg_groups.py``: every message handed to the client's
+``ClientApp``, no engine), plain SecAgg+ beside groups of each ``--groups`` size, ``--values``
+values an update, simulated trust. All clients run one after another in this process, so a
+round's seconds are the whole federation's compute, client and server.
+
 Attackers: ``same-value`` (every coordinate of the update set to ``--value``, then clipped
 like any other value) or ``label-flip-target`` (DoS records relabelled normal). Writes JSON
 (per run: accuracy per round, final macro-F1, attackers and honest clients excluded per
@@ -156,6 +163,33 @@ def run(fed: Federation, *, method: str, attack: str, fraction: float, rounds: i
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
+def cost(clients: int, sizes: list[int], values: int) -> list[dict[str, Any]]:
+    """Seconds of one real masked round and of the server's unmasking, plain vs groups."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    import tests.flwr_privacy.test_secagg_groups as harness
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # play the server
+    harness.SIZE = values
+    rows = []
+    for size in [0, *sizes]:
+        inner = harness.FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
+                               min_available_nodes=clients)  # fmt: skip
+        robust = GroupFilter(size=size, suspicion=False) if size else None
+        strategy = harness.SecAggPlus(inner, secagg=harness.SecAggSettings(trust="simulated"),
+                                      robust=robust)  # fmt: skip
+        start = time.perf_counter()
+        (report,) = harness._rounds(strategy, harness.InProcessGrid(clients), rounds=1)
+        row = {"group-size": size or clients, "seconds": time.perf_counter() - start,
+               "unmask-compute-s": report.get("unmask-compute-s", 0.0), "groups": report["groups"],
+               "upload-bytes": report["stages"]["mask"]["bytes-up"]}  # fmt: skip
+        print(f"cost: {'plain SecAgg+' if not size else f'groups of {size}':14s} "
+              f"{row['seconds']:6.1f} s a round, server unmask {row['unmask-compute-s']:.2f} s, "
+              f"{row['groups']} groups", flush=True)
+        rows.append(row)
+    return rows
+
+
 def first_round(history: list[dict[str, Any]], key: str, target: int) -> int | None:
     return next((h["round"] for h in history if h[key] >= target), None)
 
@@ -179,7 +213,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-clean", action="store_true", help="skip the clean SecAgg+ run")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/secure_groups.json"))
+    p.add_argument("--cost", type=int, default=0, metavar="N",
+                   help="time one real masked round of N clients instead (plain vs --groups)")
+    p.add_argument("--values", type=int, default=100_000, help="update size for --cost")
     args = p.parse_args()
+    if args.cost:
+        rows = cost(args.cost, args.groups, args.values)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"cost": rows}, indent=1))
+        print(f"written to {args.out}")
+        return
     fed = Federation(args.data_dir, args.clients, args.seed)
     common = dict(rounds=args.rounds, clip=args.clip, value=args.value, seed=args.seed)
     plan = [("secagg", "none", 0.0)] if not args.no_clean else []
