@@ -236,7 +236,7 @@ def main() -> None:
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for method, attack, fraction in plan:
-        row = run(fed, method=method, attack=attack, fraction=fraction, **common)  # type: ignore[arg-type]
+        row = run(fed, method=method, attack=attack, fraction=fraction, **common)
         results.append(row)
         fin = row["final"]
         print(f"{method:15s} {attack:18s} {fraction:4.2f}  acc {fin['accuracy']:.4f}  "

@@ -89,7 +89,7 @@ def _rounds(strategy: SecAggPlus, grid: InProcessGrid, rounds: int) -> list[dict
     strategy.on_round = lambda r, report: reports.append(report)
     arrays = ArrayRecord({"w": Array(np.zeros(SIZE, np.float32))})
     for r in range(1, rounds + 1):
-        messages = list(strategy.configure_train(r, arrays, ConfigRecord(), grid))  # type: ignore[arg-type]
+        messages = list(strategy.configure_train(r, arrays, ConfigRecord(), grid))
         replies = [grid.deliver(m) for m in messages]
         out, _ = strategy.aggregate_train(r, replies)
         assert out is not None, reports[-1]
@@ -142,7 +142,7 @@ def test_filtered_aggregate_equals_plaintext_filtering_of_the_same_group_sums() 
                    weights=[weight(p) for p in groups[g]]) for g in order
     ])  # fmt: skip
     weights = np.array([sum(weight(p) for p in groups[g]) for g in order], dtype=float)
-    expected, dropped = filter_groups(means, weights, np.zeros(SIZE), strategy.robust)  # type: ignore[arg-type]
+    expected, dropped = filter_groups(means, weights, np.zeros(SIZE), strategy.robust)
     assert [order[i] for i in dropped] == [bad]
     assert np.max(np.abs(report["model"] - expected)) < 2 * n * STEP
     # without the filter the attacker's group would have moved the model by ~3.5 / 16
@@ -168,7 +168,8 @@ def test_an_attacker_whose_groups_are_always_dropped_is_excluded_and_left_out() 
     # Arrange: 20 clients, groups of 4 (5 a round), one same-value attacker
     n, attackers = 20, [7]
     grid = InProcessGrid(n, attackers)
-    strategy = _strategy(n, GroupFilter(size=4, alpha=0.05, min_rounds=3, rounds=8))
+    robust = GroupFilter(size=4, method="boxplot", alpha=0.05, min_rounds=3, rounds=8)
+    strategy = _strategy(n, robust)
     # Act
     reports = _rounds(strategy, grid, rounds=8)
     # Assert: excluded once its drops are improbable for an honest client, then never sampled
@@ -223,11 +224,16 @@ def test_distributed_dp_is_planned_per_group_and_every_released_group_holds_its_
     # Assert: three group sums released, each planned for its 3 honest shares
     assert report["aggregated"] and len(report["robust"]["groups"]) == 3
     assert report["ddg"]["planned-honest"] == 3 and report["ddg"]["per-group"]
-    # the model is the clean mean plus the noise of 12 shares (unit weights under DDG)
-    clean = np.mean([delta(p, []) for p in range(n)], axis=0)
+    # the model is the clean mean of the kept groups plus their clients' noise shares (unit
+    # weights under DDG; the filter may drop a group whose noise stands out)
+    robust = report["robust"]
+    kept = [m for g, m in robust["groups"].items() if g not in robust["dropped"]]
+    clients = [node - 100 for members in kept for node in members]
+    clean = np.mean([np.mean([delta(p, []) for p in [c - 100 for c in m]], axis=0)
+                     for m in kept], axis=0)  # fmt: skip
     per_client = report["ddg"]["sigma"] * report["ddg"]["gamma"]
     noise = report["model"] - clean
-    assert 0 < np.max(np.abs(noise)) < 6 * per_client / np.sqrt(n)
+    assert 0 < np.max(np.abs(noise)) < 6 * per_client / np.sqrt(len(clients))
 
 
 def test_mad_rule_drops_a_contaminated_minority_of_groups_the_box_plot_keeps() -> None:
@@ -242,3 +248,25 @@ def test_mad_rule_drops_a_contaminated_minority_of_groups_the_box_plot_keeps() -
     _, kept_all = filter_groups(means, weights, np.zeros(50),
                                 GroupFilter(size=4, method="boxplot"))  # fmt: skip
     assert len(kept_all) < 7  # the box plot's fences sit among the shifted groups
+
+
+def test_a_group_short_of_its_planned_noise_is_never_unmasked() -> None:
+    from flwr_privacy import DistributedDp
+
+    # 12 clients, groups of 4 planned for 3 honest shares each (t = 2); partition 5 drops after
+    # sharing, so its group's 3 survivors hold only 2 honest shares
+    n = 12
+    dp = DistributedDp(epsilon=3.0, delta=1e-5, rounds=2, l2_clip=0.01, sample_rate=0.1,
+                       update_norm=1.0)  # fmt: skip
+    inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
+                   min_available_nodes=n)  # fmt: skip
+    strategy = SecAggPlus(inner, secagg=SecAggSettings(trust="simulated", dp=dp),
+                          robust=GroupFilter(size=4, suspicion=False))  # fmt: skip
+    (report,) = _rounds(strategy, InProcessGrid(n, refuse={"mask": [5]}), rounds=1)
+    # its survivors refuse to sign a survivor set below |P| - max_dropouts (the client's own
+    # check); the server's pre-unmask check ("not unmasked") backs it up
+    (why,) = report["not-aggregated"].values()
+    assert "fewer than the quorum" in why or "not unmasked" in why
+    assert len(report["robust"]["groups"]) == 2  # the other two groups are released
+    # the short group's survivors were never asked for a share: 8 unmask requests, not 11
+    assert report["stages"]["unmask"]["messages"] == 8
